@@ -1,0 +1,1 @@
+//! HTTP clients for GitHub's runner protocol: registration, OAuth, sessions, messages, jobs.

@@ -1,0 +1,48 @@
+//! ghrunner-vm: a self-hosted GitHub Actions runner that runs every job in a freshly cloned
+//! QEMU VM.
+//!
+//! # Data flow
+//!
+//! ```text
+//! GitHub (broker or legacy pool)     protocol + client: wire types, HTTP, no job logic
+//!   │  encrypted message (AES-256-CBC, session key wrapped with our RSA key)
+//!   ▼
+//! listener: session, long-poll, decrypt, dispatch, back-off, shutdown
+//!   │  JobRequest
+//!   ▼
+//! job runner: acquire → heartbeat → plan → VM → steps → report → complete
+//!   │  JobPlan (pure)
+//!   ▼
+//! vm::Hypervisor ──► vm::qemu: overlay clone, spawn, QMP, SSH ready, exec, destroy
+//!   │  output chunks
+//!   ▼
+//! reporter: workflow commands, file commands, masking, timeline, logs, results
+//! ```
+//!
+//! # Layout
+//!
+//! - [`cli`]: the `ghrunner-vm` command line (clap), one file per subcommand.
+//! - [`config`]: the runner's settings and credential files on disk.
+//! - [`crypto`]: RSA keys, the client-assertion JWT, message decryption (pure).
+//! - [`protocol`]: wire types of GitHub's runner protocol (no I/O).
+//! - [`client`]: HTTP clients for registration, OAuth, sessions, messages and jobs.
+//! - [`listener`]: the long-poll state machine.
+//! - [`expr`]: the `${{ }}` expression language.
+//! - [`job`]: job message → plan → scripts, step runtime, commands, masking, reporting.
+//! - [`vm`]: the hypervisor seam and its QEMU backend.
+//! - [`image`]: runner image manifests and recipes.
+//! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo.
+//! - [`exit`]: the process exit codes.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod crypto;
+pub mod exit;
+pub mod expr;
+pub mod image;
+pub mod job;
+pub mod listener;
+pub mod localsvc;
+pub mod protocol;
+pub mod vm;

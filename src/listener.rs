@@ -1,0 +1,1 @@
+//! The long-poll listener: session, poll, decrypt, dispatch, back-off, shutdown.

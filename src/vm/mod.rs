@@ -1,0 +1,239 @@
+//! The hypervisor seam: what the job runner needs from a VM, and nothing else.
+//!
+//! The job runner is generic over [`Hypervisor`]; QEMU ([`qemu`]) is the first backend. Another
+//! backend (Firecracker, a remote host, a fake in tests) implements the same two traits without
+//! touching the job runner.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!   Hypervisor::launch(spec) ──► Vm (booted, SSH reachable, host key pinned)
+//!        │ fails: VmError, nothing left behind     │
+//!                                                  ├─► exec(cmd, output, cancel)  (many, one at a time or concurrent)
+//!                                                  ├─► upload / download
+//!                                                  ▼
+//!                                             Vm::destroy(self) ──► gone: process, overlay, sockets, keys
+//!
+//!   Dropping a Vm without destroy() kills it and removes its files (best effort, synchronous).
+//! ```
+//!
+//! # The guest contract (images built by `runner-images/` follow it)
+//!
+//! - Direct kernel boot; the backend appends `ghrunner.ssh_key=<base64 of an OpenSSH
+//!   authorized_keys line>` to the kernel command line. The guest installs it for the image's
+//!   user.
+//! - The guest generates a fresh SSH host key at every boot and prints
+//!   `GHRUNNER-HOSTKEY <key type> <base64 public key blob>` on the first serial console, then
+//!   `GHRUNNER-READY` once the SSH server listens on port 22. The backend pins that host key and
+//!   refuses any other.
+//! - eth0 is configured with DHCP; the backend forwards a loopback port of the host to guest
+//!   port 22.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::image::Image;
+
+pub mod qemu;
+
+/// What a job asks of its VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// Unique name of this VM on the host (used for its work directory and logs), e.g. a job id.
+    pub name: String,
+    /// The image to boot.
+    pub image: Image,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Size of the job's disk overlay in GiB, if the image has a disk (default: the template's).
+    pub disk_gib: Option<u32>,
+    /// Network policy.
+    pub network: NetworkPolicy,
+    /// How long booting may take until SSH is ready.
+    pub boot_timeout: Duration,
+    /// Where to copy the guest's serial console output (the job's debug log), if anywhere.
+    pub console_log: Option<PathBuf>,
+}
+
+/// Network policy of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkPolicy {
+    /// User-mode networking: outbound connections allowed, the host's loopback services are not
+    /// reachable from the guest.
+    #[default]
+    User,
+    /// No network device besides the backend's own SSH channel.
+    None,
+}
+
+/// A command to run in the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestCommand {
+    /// Program and arguments (the backend quotes them; no shell interpretation).
+    pub argv: Vec<String>,
+    /// Environment variables set for the command, in order (later wins).
+    pub env: Vec<(String, String)>,
+    /// Working directory; the command fails to start if it does not exist.
+    pub cwd: Option<String>,
+    /// Bytes written to the command's stdin, which is then closed. `None`: stdin is closed.
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// A piece of a running command's output, in the order the backend read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputChunk {
+    /// Bytes from stdout.
+    Stdout(Vec<u8>),
+    /// Bytes from stderr.
+    Stderr(Vec<u8>),
+}
+
+/// How a guest command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// Exit code; a command killed by signal N reports 128 + N, as shells do.
+    pub exit_code: i32,
+    /// True if the command ended because its cancellation token fired.
+    pub cancelled: bool,
+}
+
+/// Creates VMs.
+pub trait Hypervisor: Send + Sync + 'static {
+    /// The VM type of this backend.
+    type Vm: Vm;
+
+    /// Boots a VM for `spec` and returns once its SSH server is reachable with the pinned host
+    /// key, or fails within `spec.boot_timeout` with everything it created removed.
+    ///
+    /// Cancellation: dropping the future kills any VM it started and removes its files.
+    fn launch(&self, spec: VmSpec) -> impl Future<Output = Result<Self::Vm, VmError>> + Send;
+}
+
+/// A running VM. Dropping it without [`Vm::destroy`] kills it and removes its files.
+pub trait Vm: Send + Sync + 'static {
+    /// The backend's identifier of this VM (for logs).
+    fn id(&self) -> &str;
+
+    /// Runs a command, sending its output to `output` as it arrives, and returns how it ended.
+    /// A non-zero exit is `Ok`. When `cancel` fires, the command is interrupted (SIGINT, then
+    /// SIGTERM, then SIGKILL after short graces) and the outcome has `cancelled: true`.
+    ///
+    /// Cancellation: dropping the future closes the command's channel; the guest process may
+    /// keep running until the VM is destroyed. Fire `cancel` to stop it cleanly.
+    fn exec(
+        &self,
+        cmd: GuestCommand,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<ExecOutcome, VmError>> + Send;
+
+    /// Writes a file in the guest (parent directories must exist) with the given mode.
+    fn upload(
+        &self,
+        guest_path: &str,
+        contents: Vec<u8>,
+        mode: u32,
+    ) -> impl Future<Output = Result<(), VmError>> + Send;
+
+    /// Reads a file from the guest.
+    fn download(&self, guest_path: &str) -> impl Future<Output = Result<Vec<u8>, VmError>> + Send;
+
+    /// Shuts the VM down (gracefully, then by force) and removes its overlay, sockets and keys.
+    ///
+    /// Cancellation: dropping the future still kills the VM (through `Drop`).
+    fn destroy(self) -> impl Future<Output = Result<(), VmError>> + Send;
+}
+
+/// Errors of the VM layer. Context in fields, the cause in `source`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VmError {
+    /// The image directory is unusable.
+    #[error("image {dir} is not usable: {reason}")]
+    InvalidImage {
+        /// The image directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A host program the backend needs could not be run.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The program, e.g. `qemu-system-x86_64`.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest did not become reachable in time.
+    #[error("VM {name} did not boot within {timeout:?}; last console lines:\n{console_tail}")]
+    BootTimeout {
+        /// The VM's name.
+        name: String,
+        /// The boot timeout.
+        timeout: Duration,
+        /// The last lines of the serial console, to show why.
+        console_tail: String,
+    },
+    /// The VM process exited on its own.
+    #[error("VM {name} exited unexpectedly: {detail}")]
+    Exited {
+        /// The VM's name.
+        name: String,
+        /// Exit status and the last console or stderr lines.
+        detail: String,
+    },
+    /// The SSH connection failed at the named step.
+    #[error("ssh to VM {name} failed while {step}")]
+    Ssh {
+        /// The VM's name.
+        name: String,
+        /// What was being done, e.g. `authenticating`.
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The guest presented a host key other than the pinned one.
+    #[error("VM {name} presented an unexpected SSH host key; refusing to connect")]
+    HostKeyMismatch {
+        /// The VM's name.
+        name: String,
+    },
+    /// A QMP command failed.
+    #[error("QMP command {command} failed for VM {name}")]
+    Qmp {
+        /// The VM's name.
+        name: String,
+        /// The QMP command.
+        command: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file operation on the host failed.
+    #[error("{action} {path} failed")]
+    Io {
+        /// What was done, e.g. `creating overlay`.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A host command (e.g. `qemu-img`) failed.
+    #[error("{program} failed: {stderr}")]
+    Command {
+        /// The program.
+        program: String,
+        /// Its stderr (trimmed).
+        stderr: String,
+    },
+}

@@ -1,0 +1,1 @@
+//! The QEMU backend of [`crate::vm::Hypervisor`].
