@@ -1,2 +1,7 @@
 //! Job semantics: job message → plan → scripts, the step runtime, workflow and file commands,
 //! secret masking, and reporting.
+//!
+//! The step runtime emits [`events::JobEvent`]s (already masked); reporters turn them into
+//! timeline records, live console lines, logs and annotations for one of GitHub's two paths.
+
+pub mod events;

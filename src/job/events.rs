@@ -1,0 +1,99 @@
+//! What happens during a job, as the step runtime reports it to a reporter. Every text here is
+//! already masked: reporters never see secret values.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::protocol::TaskResult;
+
+/// Severity of an annotation (`::error`, `::warning`, `::notice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationLevel {
+    /// `::error::` (wire: `failure`).
+    Error,
+    /// `::warning::`.
+    Warning,
+    /// `::notice::`.
+    Notice,
+}
+
+/// An annotation raised by a step or by the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    /// Severity.
+    pub level: AnnotationLevel,
+    /// The message (masked).
+    pub message: String,
+    /// Optional title.
+    pub title: Option<String>,
+    /// Workspace-relative file, with `/` separators.
+    pub file: Option<String>,
+    /// Start line.
+    pub line: Option<u32>,
+    /// End line.
+    pub end_line: Option<u32>,
+    /// Start column.
+    pub col: Option<u32>,
+    /// End column.
+    pub end_col: Option<u32>,
+}
+
+/// One event of a running job, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// The job started (the job's own timeline record).
+    JobStarted {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step started.
+    StepStarted {
+        /// The step's timeline record id.
+        step_id: Uuid,
+        /// 1-based step number.
+        number: u32,
+        /// Display name.
+        name: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A line of output for a step's log (or for the job's own log if `step_id` is `None`).
+    Log {
+        /// The step, or `None` for job-level lines (set-up, tear-down).
+        step_id: Option<Uuid>,
+        /// The line without its newline, masked.
+        line: String,
+    },
+    /// An annotation.
+    Annotation {
+        /// The step that raised it, if any.
+        step_id: Option<Uuid>,
+        /// The annotation.
+        annotation: Annotation,
+    },
+    /// A step's `GITHUB_STEP_SUMMARY` content (masked).
+    StepSummary {
+        /// The step.
+        step_id: Uuid,
+        /// Markdown.
+        markdown: String,
+    },
+    /// A step finished (or was skipped).
+    StepCompleted {
+        /// The step.
+        step_id: Uuid,
+        /// Final result (after continue-on-error).
+        result: TaskResult,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The job finished; no more events follow.
+    JobCompleted {
+        /// The job's result.
+        result: TaskResult,
+        /// Job outputs (name → value), evaluated at the end.
+        outputs: Vec<(String, String)>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
