@@ -4,4 +4,8 @@
 //! The step runtime emits [`events::JobEvent`]s (already masked); reporters turn them into
 //! timeline records, live console lines, logs and annotations for one of GitHub's two paths.
 
+pub mod commands;
 pub mod events;
+pub mod filecmd;
+pub mod lines;
+pub mod mask;
