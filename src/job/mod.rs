@@ -9,3 +9,4 @@ pub mod events;
 pub mod filecmd;
 pub mod lines;
 pub mod mask;
+pub mod report;

@@ -1,0 +1,248 @@
+//! The legacy (VSS) sink: timeline records, logs, live feed lines and step-summary attachments,
+//! all with the job token as `Bearer` (protocol-transport.md §7.1).
+//!
+//! Order within one drain: records (PATCH, wrapped `{"count","value"}`), log chunks, console
+//! lines, summaries. A record's log is created on its first chunk (`POST .../logs`), every chunk
+//! is appended to that same log (`POST .../logs/{id}`, octet-stream), and the log id is set on
+//! the record, which goes out with the next PATCH. (The official runner creates one log per
+//! 8 MiB page and points the record at the last one; appending keeps the whole output under one
+//! log id.) Summaries are attached to the job record as `Checks.Step.Summary`, named by step id.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::json;
+use url::Url;
+use uuid::Uuid;
+
+use super::batch::{FeedBatch, LogChunk};
+use super::routes::{LEGACY_API_VERSION, LegacyRoute, PlanScope, legacy_url};
+use super::state::{Drain, PendingSummary};
+use super::{ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send};
+
+/// Attachment type of a step summary.
+pub const STEP_SUMMARY_ATTACHMENT: &str = "Checks.Step.Summary";
+
+/// The answer to a log create (`TaskLog`); only the id matters.
+#[derive(Debug, Deserialize)]
+struct TaskLog {
+    #[serde(alias = "Id")]
+    id: i64,
+}
+
+/// Sends drains to the legacy service.
+pub struct LegacySink {
+    http: reqwest::Client,
+    base: Url,
+    scope: PlanScope,
+    token: String,
+    job_id: Uuid,
+    retry: RetryPolicy,
+    logs: HashMap<Uuid, i64>,
+    broken: HashSet<Uuid>,
+    failures: Vec<ReportError>,
+}
+
+impl LegacySink {
+    /// A sink for `target`'s plan.
+    pub fn new(target: ReportTarget, http: reqwest::Client, retry: RetryPolicy) -> Self {
+        LegacySink {
+            scope: target.scope(),
+            base: target.server_url,
+            token: target.access_token,
+            job_id: target.job_id,
+            http,
+            retry,
+            logs: HashMap::new(),
+            broken: HashSet::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn url(&self, route: &LegacyRoute) -> Url {
+        legacy_url(&self.base, &self.scope, route)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &Url) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url.clone())
+            .bearer_auth(&self.token)
+            .header(
+                ACCEPT,
+                format!("application/json; api-version={LEGACY_API_VERSION}"),
+            )
+    }
+
+    fn json_request(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        body: &serde_json::Value,
+    ) -> reqwest::RequestBuilder {
+        self.request(method, url)
+            .header(
+                CONTENT_TYPE,
+                format!("application/json; charset=utf-8; api-version={LEGACY_API_VERSION}"),
+            )
+            .body(body.to_string())
+    }
+
+    async fn patch_records(&self, drain: &Drain) -> Result<(), ReportError> {
+        let url = self.url(&LegacyRoute::Records);
+        let body = json!({"count": drain.records.len(), "value": drain.records});
+        self.retry
+            .run(|| {
+                send(
+                    self.json_request(reqwest::Method::PATCH, &url, &body),
+                    "timeline records",
+                    &url,
+                )
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn create_log(&self, record_id: Uuid) -> Result<i64, ReportError> {
+        let url = self.url(&LegacyRoute::CreateLog);
+        let now = Utc::now();
+        let body =
+            json!({"path": format!("logs\\{record_id}"), "createdOn": now, "lastChangedOn": now});
+        let log: TaskLog = self
+            .retry
+            .run(|| async {
+                let response = send(
+                    self.json_request(reqwest::Method::POST, &url, &body),
+                    "log create",
+                    &url,
+                )
+                .await?;
+                read_json(response, "log create", &url).await
+            })
+            .await?;
+        Ok(log.id)
+    }
+
+    async fn append_log(&self, log_id: i64, data: &[u8]) -> Result<(), ReportError> {
+        let url = self.url(&LegacyRoute::AppendLog { log_id });
+        self.retry
+            .run(|| {
+                let request = self
+                    .request(reqwest::Method::POST, &url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(data.to_vec());
+                send(request, "log append", &url)
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn upload_chunk(&mut self, chunk: &LogChunk, state: &Shared) -> Result<(), ReportError> {
+        if self.broken.contains(&chunk.record_id) {
+            return Err(ReportError::LogBroken {
+                record_id: chunk.record_id,
+                index: chunk.index,
+            });
+        }
+        let log_id = match self.logs.get(&chunk.record_id) {
+            Some(id) => *id,
+            None => {
+                let id = self.create_log(chunk.record_id).await.inspect_err(|_| {
+                    self.broken.insert(chunk.record_id);
+                })?;
+                self.logs.insert(chunk.record_id, id);
+                lock(state).set_log_ref(chunk.record_id, id);
+                id
+            }
+        };
+        if !chunk.data.is_empty() {
+            self.append_log(log_id, &chunk.data).await?;
+        }
+        tracing::debug!(record_id = %chunk.record_id, log_id, index = chunk.index, bytes = chunk.data.len(), "log chunk uploaded");
+        Ok(())
+    }
+
+    async fn send_feed(&self, batch: &FeedBatch) -> Result<(), ReportError> {
+        let url = self.url(&LegacyRoute::Feed {
+            record_id: self.job_id,
+        });
+        let body = json!({
+            "count": batch.lines.len(),
+            "value": batch.lines,
+            "stepId": batch.step_id,
+            "startLine": batch.start_line,
+        });
+        self.retry
+            .run(|| {
+                send(
+                    self.json_request(reqwest::Method::POST, &url, &body),
+                    "feed lines",
+                    &url,
+                )
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn attach_summary(&self, summary: &PendingSummary) -> Result<(), ReportError> {
+        let url = self.url(&LegacyRoute::Attachment {
+            record_id: self.job_id,
+            kind: STEP_SUMMARY_ATTACHMENT.to_owned(),
+            name: summary.step_id.to_string(),
+        });
+        self.retry
+            .run(|| {
+                let request = self
+                    .request(reqwest::Method::PUT, &url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(summary.markdown.clone().into_bytes());
+                send(request, "summary attachment", &url)
+            })
+            .await
+            .map(drop)
+    }
+
+    fn record_failure(&mut self, error: ReportError) {
+        tracing::warn!(error = %error, "legacy report request failed");
+        self.failures.push(error);
+    }
+}
+
+impl Sink for LegacySink {
+    async fn send(&mut self, drain: Drain, state: &Shared) -> bool {
+        let mut ok = true;
+        if !drain.records.is_empty() {
+            if let Err(error) = self.patch_records(&drain).await {
+                // Records are state, not history: the newest snapshot goes out next round.
+                tracing::warn!(error = %error, "timeline update failed, will resend");
+                let ids: Vec<Uuid> = drain.records.iter().map(|r| r.id).collect();
+                lock(state).requeue_records(&ids);
+                ok = false;
+            }
+        }
+        for chunk in &drain.chunks {
+            if let Err(error) = self.upload_chunk(chunk, state).await {
+                self.record_failure(error);
+                ok = false;
+            }
+        }
+        for batch in &drain.console {
+            if let Err(error) = self.send_feed(batch).await {
+                // Live lines are best effort: the full log carries them.
+                tracing::debug!(error = %error, "feed lines dropped");
+            }
+        }
+        for summary in &drain.summaries {
+            if let Err(error) = self.attach_summary(summary).await {
+                self.record_failure(error);
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    fn take_failures(&mut self) -> Vec<ReportError> {
+        std::mem::take(&mut self.failures)
+    }
+}

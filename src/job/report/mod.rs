@@ -1,0 +1,578 @@
+//! Reporting: turns the step runtime's [`JobEvent`]s into what GitHub shows, on either path.
+//!
+//! * legacy (VSS, `PipelineAgentJobRequest`): timeline records, logs, live feed lines and
+//!   step-summary attachments ([`legacy`]);
+//! * results service (`RunnerJobRequest`): Twirp step updates and signed-blob logs and
+//!   summaries ([`results`]); the run service's `completejob` then takes
+//!   [`ReportOutcome::completion`] (`stepResults` + `annotations`).
+//!
+//! ```text
+//!  step runtime ──JobEvent──► bounded mpsc ──► ingest task ──apply──► ReportState (pure)
+//!                                                                    ▲ drain every 500 ms
+//!                                                   upload task ─────┘ (legacy or results sink)
+//! ```
+//!
+//! # Never stall, never silently drop
+//! The event channel is bounded ([`EVENT_CHANNEL_CAPACITY`]) but its consumer, the ingest task,
+//! does only in-memory work (format, append, queue), so a sender waits at most for CPU, never for
+//! the network. Uploads run in a separate task on their own schedule. Full logs are kept in
+//! memory until uploaded and are never cut; only the live console is bounded (excess lines are
+//! marked `... (N lines omitted)` there). Every request is retried with exponential back-off
+//! ([`RetryPolicy`]); what still fails is logged and returned in [`ReportOutcome::failures`],
+//! and never fails the job.
+
+pub mod batch;
+pub mod legacy;
+pub mod record;
+pub mod results;
+pub mod routes;
+pub mod state;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use url::Url;
+use uuid::Uuid;
+
+use crate::job::events::JobEvent;
+use crate::protocol::TaskResult;
+pub use record::{Completion, CompletionAnnotation, StepResult, TimelineRecord};
+pub use state::completion_from_events;
+use state::{Drain, JobIdentity, ReportState};
+
+/// Events buffered between the step runtime and the ingest task.
+pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
+/// How often the upload task drains the state (the official queue's timeline interval).
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// Final flush rounds allowed to fail before the reporter gives up on what is left.
+pub const FINAL_FLUSH_ATTEMPTS: u32 = 3;
+
+/// Where and as whom to report one job: plain fields taken from the job message.
+#[derive(Clone)]
+pub struct ReportTarget {
+    /// `resources.endpoints[SystemVssConnection].url` (legacy service base).
+    pub server_url: Url,
+    /// `...SystemVssConnection.authorization.parameters.AccessToken` (the job token).
+    pub access_token: String,
+    /// `plan.scopeIdentifier`.
+    pub scope_identifier: Uuid,
+    /// `plan.planType` (hub name).
+    pub hub_name: String,
+    /// `plan.planId`.
+    pub plan_id: Uuid,
+    /// `timeline.id`.
+    pub timeline_id: Uuid,
+    /// `jobId` (also the job's timeline record id).
+    pub job_id: Uuid,
+    /// Job display name.
+    pub job_name: String,
+    /// The runner's name.
+    pub worker_name: String,
+    /// Variable `system.github.results_endpoint` (or data `ResultsServiceUrl`), if any.
+    pub results_url: Option<Url>,
+}
+
+impl std::fmt::Debug for ReportTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportTarget")
+            .field("server_url", &self.server_url.as_str())
+            .field("access_token", &"<redacted>")
+            .field("plan_id", &self.plan_id)
+            .field("job_id", &self.job_id)
+            .field("results_url", &self.results_url.as_ref().map(Url::as_str))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReportTarget {
+    fn identity(&self) -> JobIdentity {
+        JobIdentity {
+            job_id: self.job_id,
+            job_name: self.job_name.clone(),
+            worker_name: self.worker_name.clone(),
+        }
+    }
+
+    fn scope(&self) -> routes::PlanScope {
+        routes::PlanScope {
+            scope_identifier: self.scope_identifier,
+            hub_name: self.hub_name.clone(),
+            plan_id: self.plan_id,
+            timeline_id: self.timeline_id,
+        }
+    }
+}
+
+/// Why a reporting request failed. URLs are stored without their query (signed URLs carry
+/// credentials there).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The request could not be sent or its answer not read.
+    #[error("{what} request to {url} failed")]
+    Transport {
+        /// The operation.
+        what: &'static str,
+        /// The URL without query.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{what} request to {url} answered {status}")]
+    Status {
+        /// The operation.
+        what: &'static str,
+        /// The URL without query.
+        url: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// The answer was not the expected JSON.
+    #[error("{what} answer is not valid")]
+    Decode {
+        /// The operation.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A results metadata call answered `ok: false`.
+    #[error("{what} was refused by the results service")]
+    Refused {
+        /// The operation.
+        what: &'static str,
+    },
+    /// A step summary exceeds the size the results service accepts.
+    #[error("step summary of {step_id} is {size} bytes, over the limit of {limit}")]
+    SummaryTooLarge {
+        /// The step.
+        step_id: Uuid,
+        /// Its size.
+        size: u64,
+        /// The service's `soft_size_limit`.
+        limit: u64,
+    },
+    /// A log chunk was not uploaded because an earlier step of its log failed.
+    #[error("log chunk {index} of record {record_id} skipped after an earlier failure")]
+    LogBroken {
+        /// The record.
+        record_id: Uuid,
+        /// The chunk number.
+        index: u32,
+    },
+    /// The final flush gave up with part of the report unsent.
+    #[error("gave up after {attempts} failed final flush rounds with part of the report unsent")]
+    Incomplete {
+        /// Final rounds tried.
+        attempts: u32,
+    },
+    /// The job message names no results endpoint.
+    #[error("the job has no results endpoint (system.github.results_endpoint)")]
+    NoResultsEndpoint,
+}
+
+impl ReportError {
+    /// Whether retrying the same request may help (transport errors, 408, 429, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReportError::Transport { .. } => true,
+            ReportError::Status { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Exponential back-off for reporting requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled each time.
+    pub base_delay: Duration,
+    /// Upper bound of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        // 5 attempts over ~15 s, like the official runner's inner HTTP retries.
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or attempts run out.
+    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, ReportError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ReportError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) if err.is_retryable() && attempt < self.attempts => {
+                    tracing::debug!(attempt, error = %err, "reporting request failed, retrying");
+                    tokio::time::sleep(self.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+/// Tuning of a reporter.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportOptions {
+    /// Request retries.
+    pub retry: RetryPolicy,
+    /// Drain interval.
+    pub flush_interval: Duration,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            retry: RetryPolicy::default(),
+            flush_interval: FLUSH_INTERVAL,
+        }
+    }
+}
+
+/// What a finished reporter hands back.
+#[derive(Debug)]
+pub struct ReportOutcome {
+    /// `stepResults` and `annotations` for `completejob`.
+    pub completion: Completion,
+    /// The job's result and outputs as reported by the runtime (none if it never completed).
+    pub job_result: Option<(TaskResult, Vec<(String, String)>)>,
+    /// Requests that failed for good (already logged); they never fail the job.
+    pub failures: Vec<ReportError>,
+    /// Live console lines left out of the live view (the full logs have them).
+    pub console_lines_omitted: u64,
+}
+
+type Shared = Arc<Mutex<ReportState>>;
+
+fn lock(state: &Shared) -> MutexGuard<'_, ReportState> {
+    // A panic while holding the lock leaves plain data behind; keep reporting with it.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The I/O half of one path: sends what the state hands out.
+pub(crate) trait Sink: Send + 'static {
+    /// Sends one drain; returns false if something failed (and was recorded or requeued).
+    fn send(
+        &mut self,
+        drain: Drain,
+        state: &Shared,
+    ) -> impl std::future::Future<Output = bool> + Send;
+    /// Takes the failures recorded so far.
+    fn take_failures(&mut self) -> Vec<ReportError>;
+}
+
+/// A running reporter for one job (see the module doc).
+pub struct Reporter {
+    events: mpsc::Sender<JobEvent>,
+    ingest: JoinHandle<()>,
+    upload: JoinHandle<ReportOutcome>,
+}
+
+impl Reporter {
+    /// Starts a legacy (VSS) reporter. Must be called inside a tokio runtime.
+    pub fn legacy(target: ReportTarget, http: reqwest::Client, options: ReportOptions) -> Reporter {
+        let state = ReportState::new(&target.identity(), batch::LEGACY_PAGE_BYTES);
+        let sink = legacy::LegacySink::new(target, http, options.retry);
+        Reporter::start(state, sink, options)
+    }
+
+    /// Starts a results-service reporter. Must be called inside a tokio runtime.
+    pub fn results(
+        target: ReportTarget,
+        http: reqwest::Client,
+        options: ReportOptions,
+    ) -> Result<Reporter, ReportError> {
+        let state = ReportState::new(&target.identity(), batch::RESULTS_BLOCK_BYTES);
+        let sink = results::ResultsSink::new(target, http, options.retry)?;
+        Ok(Reporter::start(state, sink, options))
+    }
+
+    fn start<S: Sink>(state: ReportState, sink: S, options: ReportOptions) -> Reporter {
+        let state: Shared = Arc::new(Mutex::new(state));
+        let (events, receiver) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let (done_tx, done_rx) = watch::channel(false);
+        let ingest = tokio::spawn(ingest(receiver, Arc::clone(&state), done_tx));
+        let upload = tokio::spawn(upload(sink, state, done_rx, options.flush_interval));
+        Reporter {
+            events,
+            ingest,
+            upload,
+        }
+    }
+
+    /// A sender for the step runtime. Sending waits only while the ingest task catches up
+    /// with in-memory work, never on the network.
+    pub fn events(&self) -> mpsc::Sender<JobEvent> {
+        self.events.clone()
+    }
+
+    /// Closes this handle's sender, waits for the other senders to be dropped, flushes
+    /// everything and returns the outcome. A job that never sent `JobCompleted` is reported
+    /// `abandoned`.
+    pub async fn finish(self) -> ReportOutcome {
+        drop(self.events);
+        if let Err(err) = self.ingest.await {
+            tracing::error!(error = %err, "report ingest task failed");
+        }
+        match self.upload.await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::error!(error = %err, "report upload task failed");
+                ReportOutcome {
+                    completion: Completion::default(),
+                    job_result: None,
+                    failures: Vec::new(),
+                    console_lines_omitted: 0,
+                }
+            }
+        }
+    }
+}
+
+async fn ingest(mut receiver: mpsc::Receiver<JobEvent>, state: Shared, done: watch::Sender<bool>) {
+    while let Some(event) = receiver.recv().await {
+        lock(&state).apply(event, Utc::now());
+    }
+    let mut state = lock(&state);
+    if !state.is_completed() {
+        tracing::warn!("event stream ended without JobCompleted; reporting the job abandoned");
+        let now = Utc::now();
+        state.apply(
+            JobEvent::JobCompleted {
+                result: TaskResult::Abandoned,
+                outputs: Vec::new(),
+                at: now,
+            },
+            now,
+        );
+    }
+    drop(state);
+    // The upload task may already be gone (it only stops after `done`); nothing to tell then.
+    let _ = done.send(true);
+}
+
+async fn upload<S: Sink>(
+    mut sink: S,
+    state: Shared,
+    mut done: watch::Receiver<bool>,
+    interval: Duration,
+) -> ReportOutcome {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut final_failures = 0;
+    loop {
+        if !*done.borrow() {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = done.changed() => {}
+            }
+        }
+        let finishing = *done.borrow();
+        let drain = lock(&state).drain();
+        let ok = drain.is_empty() || sink.send(drain, &state).await;
+        if finishing {
+            if lock(&state).is_drained() {
+                break;
+            }
+            if !ok {
+                final_failures += 1;
+                if final_failures >= FINAL_FLUSH_ATTEMPTS {
+                    tracing::error!("giving up on the rest of the job report");
+                    break;
+                }
+            }
+        }
+    }
+    let mut failures = sink.take_failures();
+    if final_failures >= FINAL_FLUSH_ATTEMPTS {
+        failures.push(ReportError::Incomplete {
+            attempts: final_failures,
+        });
+    }
+    for failure in &failures {
+        tracing::warn!(error = %failure, "job report incomplete");
+    }
+    let state = lock(&state);
+    ReportOutcome {
+        completion: state.completion(),
+        job_result: state.job_result().cloned(),
+        failures,
+        console_lines_omitted: state.console_dropped(),
+    }
+}
+
+/// The URL without query and fragment, for errors and logs.
+pub(crate) fn redact(url: &Url) -> String {
+    let mut clean = url.clone();
+    clean.set_query(None);
+    clean.set_fragment(None);
+    clean.to_string()
+}
+
+/// Sends a request and turns transport errors and error statuses into [`ReportError`].
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    what: &'static str,
+    url: &Url,
+) -> Result<reqwest::Response, ReportError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|source| ReportError::Transport {
+            what,
+            url: redact(url),
+            source,
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ReportError::Status {
+            what,
+            url: redact(url),
+            status: status.as_u16(),
+        });
+    }
+    Ok(response)
+}
+
+/// Reads a JSON answer (tolerating a UTF-8 BOM).
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    what: &'static str,
+    url: &Url,
+) -> Result<T, ReportError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|source| ReportError::Transport {
+            what,
+            url: redact(url),
+            source,
+        })?;
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    serde_json::from_slice(body).map_err(|source| ReportError::Decode { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        let delays: Vec<u128> = (1..=4).map(|n| policy.delay(n).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 350, 350]);
+        assert_eq!(RetryPolicy::default().delay(40), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn only_transient_statuses_are_retryable() {
+        let status = |status| ReportError::Status {
+            what: "x",
+            url: String::new(),
+            status,
+        };
+        assert!(status(503).is_retryable());
+        assert!(status(429).is_retryable());
+        assert!(!status(404).is_retryable());
+        assert!(!ReportError::Refused { what: "x" }.is_retryable());
+    }
+
+    #[test]
+    fn redact_drops_the_signature() {
+        let url = Url::parse("https://acct.blob/c/b?sv=1&sig=secret").unwrap();
+        assert_eq!(redact(&url), "https://acct.blob/c/b");
+    }
+
+    #[test]
+    fn target_debug_hides_the_token() {
+        let target = ReportTarget {
+            server_url: Url::parse("http://h/").unwrap(),
+            access_token: "s3cr3t".into(),
+            scope_identifier: Uuid::nil(),
+            hub_name: "actions".into(),
+            plan_id: Uuid::nil(),
+            timeline_id: Uuid::nil(),
+            job_id: Uuid::nil(),
+            job_name: "j".into(),
+            worker_name: "w".into(),
+            results_url: None,
+        };
+        assert!(!format!("{target:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn retry_stops_on_a_permanent_error_and_succeeds_after_transient_ones() {
+        let policy = RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let mut calls = 0;
+        let ok = policy
+            .run(|| {
+                calls += 1;
+                let result = if calls < 3 {
+                    Err(ReportError::Status {
+                        what: "x",
+                        url: String::new(),
+                        status: 503,
+                    })
+                } else {
+                    Ok(calls)
+                };
+                async move { result }
+            })
+            .await;
+        assert_eq!(ok.unwrap(), 3);
+        let mut calls = 0;
+        let err = policy
+            .run(|| {
+                calls += 1;
+                async {
+                    Err::<(), _>(ReportError::Status {
+                        what: "x",
+                        url: String::new(),
+                        status: 404,
+                    })
+                }
+            })
+            .await;
+        assert!(err.is_err());
+        assert_eq!(calls, 1);
+    }
+}

@@ -1,0 +1,413 @@
+//! Timeline records, issues and the per-step results of `completejob` (pure, no I/O).
+//!
+//! A job has one `Job` record and one `Task` record per step (parent = the job record). Records
+//! travel whole: the reporter keeps the current state of each one and sends a snapshot of every
+//! record that changed since the last send (a [`RecordQueue`] merges repeated changes of one
+//! record into a single entry). Annotations become timeline `issues` on the legacy path and
+//! `annotations` of `completejob` on the run-service path.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::events::{Annotation, AnnotationLevel};
+use crate::protocol::TaskResult;
+
+/// `TimelineRecord.type` of the job's own record.
+pub const RECORD_TYPE_JOB: &str = "Job";
+/// `TimelineRecord.type` of a step's record.
+pub const RECORD_TYPE_TASK: &str = "Task";
+
+/// `TimelineRecordState` (wire: camelCase strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RecordState {
+    /// Not started yet.
+    Pending,
+    /// Running.
+    InProgress,
+    /// Finished (see `result`).
+    Completed,
+}
+
+impl RecordState {
+    /// The wire word (`pending`, `inProgress`, `completed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Pending => "pending",
+            RecordState::InProgress => "inProgress",
+            RecordState::Completed => "completed",
+        }
+    }
+}
+
+/// `TaskLogReference`: the log attached to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRef {
+    /// The log id returned by the log-create call.
+    pub id: i64,
+}
+
+/// A timeline issue (an annotation on the legacy path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Issue {
+    /// `error`, `warning` or `notice`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Always `General` for workflow-command annotations.
+    pub category: String,
+    /// The message.
+    pub message: String,
+    /// Raised by the runner itself, not by the workflow.
+    pub is_infrastructure_issue: bool,
+    /// `file`, `line`, `endLine`, `col`, `endColumn`, `title`, `logFileLineNumber` (strings).
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One timeline record as PATCHed to `.../timelines/{timelineId}/records` (camelCase).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineRecord {
+    /// Record id (the step id, or the job id for the job record).
+    pub id: Uuid,
+    /// The job record's id for steps; none for the job record.
+    pub parent_id: Option<Uuid>,
+    /// `Job` or `Task`.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// Display name.
+    pub name: String,
+    /// 1-based step number (the job record has none).
+    pub order: Option<u32>,
+    /// Pending, in progress or completed.
+    pub state: RecordState,
+    /// Final result, once completed.
+    pub result: Option<TaskResult>,
+    /// When it started (ISO-8601).
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it finished (ISO-8601).
+    pub finish_time: Option<DateTime<Utc>>,
+    /// The log holding this record's output, once created.
+    pub log: Option<LogRef>,
+    /// Number of error issues.
+    pub error_count: u32,
+    /// Number of warning issues.
+    pub warning_count: u32,
+    /// Number of notice issues.
+    pub notice_count: u32,
+    /// Issues raised while this record ran.
+    pub issues: Vec<Issue>,
+    /// The runner's name.
+    pub worker_name: Option<String>,
+    /// Attempt number (always 1: we never retry a step).
+    pub attempt: u32,
+}
+
+impl TimelineRecord {
+    /// A record in the `pending` state.
+    pub fn new(id: Uuid, parent_id: Option<Uuid>, record_type: &str, name: &str) -> Self {
+        TimelineRecord {
+            id,
+            parent_id,
+            record_type: record_type.to_owned(),
+            name: name.to_owned(),
+            order: None,
+            state: RecordState::Pending,
+            result: None,
+            start_time: None,
+            finish_time: None,
+            log: None,
+            error_count: 0,
+            warning_count: 0,
+            notice_count: 0,
+            issues: Vec::new(),
+            worker_name: None,
+            attempt: 1,
+        }
+    }
+
+    /// Adds an annotation as an issue and bumps the matching counter.
+    pub fn add_issue(&mut self, annotation: &Annotation, log_line: Option<u64>) {
+        match annotation.level {
+            AnnotationLevel::Error => self.error_count += 1,
+            AnnotationLevel::Warning => self.warning_count += 1,
+            AnnotationLevel::Notice => self.notice_count += 1,
+        }
+        self.issues
+            .push(issue_from_annotation(annotation, log_line));
+    }
+}
+
+/// Changed record ids, in first-change order, each at most once.
+///
+/// The reporter owns the records; the queue only remembers which ones to send. A failed send is
+/// put back with [`RecordQueue::requeue`], which merges it with changes made meanwhile (the
+/// snapshot sent next is always the newest state).
+#[derive(Debug, Default)]
+pub struct RecordQueue {
+    order: Vec<Uuid>,
+    seen: HashSet<Uuid>,
+}
+
+impl RecordQueue {
+    /// Marks a record changed.
+    pub fn push(&mut self, id: Uuid) {
+        if self.seen.insert(id) {
+            self.order.push(id);
+        }
+    }
+
+    /// Takes every changed id, oldest first.
+    pub fn take(&mut self) -> Vec<Uuid> {
+        self.seen.clear();
+        std::mem::take(&mut self.order)
+    }
+
+    /// Puts back ids whose send failed, ahead of the ones changed meanwhile.
+    pub fn requeue(&mut self, ids: &[Uuid]) {
+        let newer = self.take();
+        for id in ids.iter().chain(newer.iter()) {
+            self.push(*id);
+        }
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// The wire word of an annotation level on the legacy path (`Issue.type`).
+pub fn issue_type(level: AnnotationLevel) -> &'static str {
+    match level {
+        AnnotationLevel::Error => "error",
+        AnnotationLevel::Warning => "warning",
+        AnnotationLevel::Notice => "notice",
+    }
+}
+
+/// The wire word of an annotation level for `completejob` (error → `failure`).
+pub fn annotation_level(level: AnnotationLevel) -> &'static str {
+    match level {
+        AnnotationLevel::Error => "failure",
+        AnnotationLevel::Warning => "warning",
+        AnnotationLevel::Notice => "notice",
+    }
+}
+
+/// Maps an annotation to a timeline issue; `log_line` is the 1-based log line it follows.
+pub fn issue_from_annotation(annotation: &Annotation, log_line: Option<u64>) -> Issue {
+    let mut data = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            data.insert(key.to_owned(), serde_json::Value::String(value));
+        }
+    };
+    put("title", annotation.title.clone());
+    put("file", annotation.file.clone());
+    put("line", annotation.line.map(|v| v.to_string()));
+    put("endLine", annotation.end_line.map(|v| v.to_string()));
+    put("col", annotation.col.map(|v| v.to_string()));
+    put("endColumn", annotation.end_col.map(|v| v.to_string()));
+    put("logFileLineNumber", log_line.map(|v| v.to_string()));
+    Issue {
+        kind: issue_type(annotation.level).to_owned(),
+        category: "General".to_owned(),
+        message: annotation.message.clone(),
+        is_infrastructure_issue: false,
+        data,
+    }
+}
+
+/// One annotation of `completejob` (camelCase; absent optionals omitted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionAnnotation {
+    /// `failure`, `warning` or `notice`.
+    pub level: String,
+    /// The message.
+    pub message: String,
+    /// Title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// File path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Raised by the runner itself.
+    pub is_infrastructure_issue: bool,
+    /// Start line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u32>,
+    /// End line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_line: Option<u32>,
+    /// Start column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_column: Option<u32>,
+    /// End column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_column: Option<u32>,
+    /// The step that raised it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_number: Option<u32>,
+}
+
+impl CompletionAnnotation {
+    /// Maps an event annotation (error → `failure`; the end line defaults to the start line as
+    /// the official runner does for single-line annotations).
+    pub fn from_annotation(annotation: &Annotation, step_number: Option<u32>) -> Self {
+        CompletionAnnotation {
+            level: annotation_level(annotation.level).to_owned(),
+            message: annotation.message.clone(),
+            title: annotation.title.clone(),
+            path: annotation.file.clone(),
+            is_infrastructure_issue: false,
+            start_line: annotation.line,
+            end_line: annotation.end_line.or(annotation.line),
+            start_column: annotation.col,
+            end_column: annotation.end_col,
+            step_number,
+        }
+    }
+}
+
+/// One entry of `completejob.stepResults` (snake_case keys, §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// The step's record id.
+    pub external_id: Uuid,
+    /// 1-based step number.
+    pub number: u32,
+    /// Display name.
+    pub name: String,
+    /// `pending`, `inProgress` or `completed`.
+    pub status: String,
+    /// `succeeded`, `failed`, ... (absent while unknown).
+    pub conclusion: Option<TaskResult>,
+    /// Start (`yyyy-MM-ddTHH:mm:ss.fffZ`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// End (`yyyy-MM-ddTHH:mm:ss.fffZ`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Lines in the step's log.
+    pub completed_log_lines: u64,
+    /// Annotations the step raised.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub annotations: Vec<CompletionAnnotation>,
+}
+
+/// What `completejob` needs from the reporting side: `stepResults` and `annotations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completion {
+    /// Per-step results, in step order.
+    pub step_results: Vec<StepResult>,
+    /// Every annotation of the job (step ones carry `stepNumber`).
+    pub annotations: Vec<CompletionAnnotation>,
+}
+
+/// Formats a timestamp as the results and run services want it (`yyyy-MM-ddTHH:mm:ss.fffZ`).
+pub fn results_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotation(level: AnnotationLevel) -> Annotation {
+        Annotation {
+            level,
+            message: "boom".into(),
+            title: Some("Build".into()),
+            file: Some("src/a.c".into()),
+            line: Some(3),
+            end_line: None,
+            col: Some(1),
+            end_col: Some(4),
+        }
+    }
+
+    #[test]
+    fn annotation_becomes_issue_with_string_data_and_counter() {
+        let mut record = TimelineRecord::new(Uuid::nil(), None, RECORD_TYPE_TASK, "s");
+        record.add_issue(&annotation(AnnotationLevel::Error), Some(7));
+        record.add_issue(&annotation(AnnotationLevel::Notice), None);
+        assert_eq!(
+            (
+                record.error_count,
+                record.warning_count,
+                record.notice_count
+            ),
+            (1, 0, 1)
+        );
+        let json = serde_json::to_value(&record.issues[0]).unwrap();
+        assert_eq!(json["type"], "error");
+        assert_eq!(json["category"], "General");
+        assert_eq!(json["data"]["line"], "3");
+        assert_eq!(json["data"]["endColumn"], "4");
+        assert_eq!(json["data"]["logFileLineNumber"], "7");
+        assert!(json["data"].get("endLine").is_none());
+        assert_eq!(record.issues[1].kind, "notice");
+    }
+
+    #[test]
+    fn completion_annotation_maps_error_to_failure_and_omits_absent_fields() {
+        let mut source = annotation(AnnotationLevel::Error);
+        source.title = None;
+        let json =
+            serde_json::to_value(CompletionAnnotation::from_annotation(&source, Some(2))).unwrap();
+        assert_eq!(json["level"], "failure");
+        assert_eq!(json["path"], "src/a.c");
+        assert_eq!(json["startLine"], 3);
+        assert_eq!(json["endLine"], 3);
+        assert_eq!(json["stepNumber"], 2);
+        assert!(json.get("title").is_none());
+        let warning =
+            CompletionAnnotation::from_annotation(&annotation(AnnotationLevel::Warning), None);
+        assert_eq!(warning.level, "warning");
+    }
+
+    #[test]
+    fn record_serializes_camel_case_with_type_and_state() {
+        let mut record =
+            TimelineRecord::new(Uuid::nil(), Some(Uuid::max()), RECORD_TYPE_TASK, "Run make");
+        record.state = RecordState::InProgress;
+        record.log = Some(LogRef { id: 7 });
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["type"], "Task");
+        assert_eq!(json["state"], "inProgress");
+        assert_eq!(json["parentId"], "ffffffff-ffff-ffff-ffff-ffffffffffff");
+        assert_eq!(json["log"]["id"], 7);
+        assert_eq!(json["errorCount"], 0);
+    }
+
+    #[test]
+    fn record_queue_merges_per_id_and_requeues_failed_first() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let mut queue = RecordQueue::default();
+        queue.push(a);
+        queue.push(b);
+        queue.push(a);
+        let sent = queue.take();
+        assert_eq!(sent, vec![a, b]);
+        assert!(queue.is_empty());
+        queue.push(c);
+        queue.push(b);
+        queue.requeue(&sent);
+        assert_eq!(queue.take(), vec![a, b, c]);
+    }
+
+    #[test]
+    fn results_timestamp_has_milliseconds_and_z() {
+        let at = DateTime::parse_from_rfc3339("2026-07-01T12:00:09.456789Z").unwrap();
+        assert_eq!(
+            results_timestamp(at.with_timezone(&Utc)),
+            "2026-07-01T12:00:09.456Z"
+        );
+    }
+}
