@@ -10,3 +10,4 @@ pub mod filecmd;
 pub mod lines;
 pub mod mask;
 pub mod report;
+pub mod stepexec;
