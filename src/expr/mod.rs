@@ -2,11 +2,35 @@
 //! runner's coercion, comparison, truthiness and number-formatting rules.
 //!
 //! The entry point is [`evaluate`]; values are [`Value`]s, and named contexts (`github`, `env`,
-//! `steps`, …) come from an [`Object`] in the [`EvalContext`].
+//! `steps`, …) come from an [`Object`] in the [`EvalContext`]. A name that is not a key of the
+//! contexts is a parse error (`Unrecognized named-value`), as in the official runner, so callers
+//! pass every context that is allowed where the expression appears (`Value::Null` if empty).
+//!
+//! # Layout
+//! - `lexer`: tokens, each checked against the previous one.
+//! - `parser`: shunting-yard parser to an [`Expr`] tree (`ast`), with the length/depth limits.
+//! - `eval`: evaluation, coercion, comparison, member access, memory limit.
+//! - `functions`: the built-in functions.
+//! - `number`: string <-> number conversions (.NET `G15` formatting).
+//! - `value`: [`Value`] and [`Object`], truthiness, string and JSON forms.
 
+pub mod ast;
+mod eval;
+mod functions;
+mod lexer;
+pub mod number;
+mod parser;
 pub mod value;
 
+pub use ast::{CompareOp, Expr, Function};
 pub use value::{Object, Value};
+
+/// Longest expression accepted, in UTF-16 units (the official limit).
+pub const MAX_LENGTH: usize = 21_000;
+/// Deepest expression tree accepted (the root counts as 1; the official limit).
+pub const MAX_DEPTH: usize = 50;
+/// Memory the results of one evaluation may hold at once, as the runner counts it (1 MiB).
+pub const MAX_MEMORY_BYTES: usize = 1024 * 1024;
 
 /// Which stage of evaluation an error comes from (the corpus's `err.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +102,30 @@ impl<'a> EvalContext<'a> {
     }
 }
 
-/// Parses and evaluates `source` (the text inside `${{ }}`).
+/// Parses `source` accepting any named value (functions must still exist). An empty expression
+/// parses to the literal `null`.
+pub fn parse(source: &str) -> Result<Expr, ExprError> {
+    parse_with_names(source, &|_| true)
+}
+
+/// Parses `source`; `is_known_name` says which named values (contexts) exist, compared however
+/// the caller likes (the runner ignores case).
+pub fn parse_with_names(
+    source: &str,
+    is_known_name: &dyn Fn(&str) -> bool,
+) -> Result<Expr, ExprError> {
+    Ok(parser::parse_expression(source, is_known_name)?.unwrap_or(Expr::Literal(Value::Null)))
+}
+
+/// Parses and evaluates `source` (the text inside `${{ }}`). An empty expression is `null`.
 pub fn evaluate(source: &str, ctx: &EvalContext<'_>) -> Result<Value, ExprError> {
-    let _ = ctx;
-    Err(ExprError {
-        kind: ErrorKind::Evaluation,
-        message: format!("the expression engine is not built yet: {source}"),
-        position: None,
-    })
+    let known = |name: &str| eval::lookup_context(ctx.contexts, name).is_some();
+    let expr = parse_with_names(source, &known)?;
+    evaluate_expr(&expr, ctx)
+}
+
+/// Evaluates an already parsed expression (its named values should exist in `ctx.contexts`;
+/// missing ones evaluate to `null`).
+pub fn evaluate_expr(expr: &Expr, ctx: &EvalContext<'_>) -> Result<Value, ExprError> {
+    eval::Evaluator::new(ctx, ctx.contexts, expr).run()
 }

@@ -1,6 +1,11 @@
-//! Expression values and their conversions to and from JSON.
+//! Expression values and their conversions: truthiness, number and string coercion (the official
+//! runner's rules), the `toJSON` text form, and conversion to and from `serde_json` values.
+
+use std::fmt::Write as _;
 
 use serde_json::Value as Json;
+
+use super::number::{format_number, parse_number};
 
 /// A value of the expression language.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -97,6 +102,15 @@ impl Object {
     }
 }
 
+impl IntoIterator for Object {
+    type Item = (String, Value);
+    type IntoIter = std::vec::IntoIter<(String, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
 /// Case-insensitive key comparison used by objects (per character, upper-cased).
 pub fn keys_equal_ignore_case(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.eq_ignore_ascii_case(b)
@@ -113,6 +127,168 @@ impl FromIterator<(String, Value)> for Object {
         }
         object
     }
+}
+
+impl Value {
+    /// The corpus's name of the kind: `Null`, `Boolean`, `Number`, `String`, `Array`, `Object`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "Null",
+            Value::Boolean(_) => "Boolean",
+            Value::Number(_) => "Number",
+            Value::String(_) => "String",
+            Value::Array(_) => "Array",
+            Value::Object(_) => "Object",
+        }
+    }
+
+    /// Null, booleans, numbers and strings.
+    pub fn is_primitive(&self) -> bool {
+        !matches!(self, Value::Array(_) | Value::Object(_))
+    }
+
+    /// Falsy: `null`, `false`, `0`, `-0`, `NaN`, `''`; everything else (also `[]`, `{}`) is truthy.
+    pub fn is_truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Boolean(b) => *b,
+            Value::Number(n) => *n != 0.0 && !n.is_nan(),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(_) | Value::Object(_) => true,
+        }
+    }
+
+    /// Number coercion: null 0, booleans 1/0, strings parsed (NaN if not a number), else NaN.
+    pub fn to_number(&self) -> f64 {
+        match self {
+            Value::Null => 0.0,
+            Value::Boolean(b) => f64::from(u8::from(*b)),
+            Value::Number(n) => *n,
+            Value::String(s) => parse_number(s),
+            Value::Array(_) | Value::Object(_) => f64::NAN,
+        }
+    }
+
+    /// String coercion (as in `format`, `join` and `${{ }}` in text): null is `''`, numbers use
+    /// the .NET `G15` form (`1E+15`, `1E-05`, `0` for -0), arrays are `Array`, objects `Object`.
+    pub fn to_display_string(&self) -> String {
+        match self {
+            Value::Null => String::new(),
+            Value::Boolean(b) => b.to_string(),
+            Value::Number(n) => format_number(*n),
+            Value::String(s) => s.clone(),
+            Value::Array(_) => "Array".to_owned(),
+            Value::Object(_) => "Object".to_owned(),
+        }
+    }
+
+    /// The `toJSON` text: two-space indentation, `"key": value`, `[]`/`{}` when empty, numbers
+    /// in the `G15` form (non-finite numbers as `NaN`/`Infinity` tokens, as the runner writes).
+    pub fn to_json_string(&self) -> String {
+        let mut out = String::new();
+        write_json(self, 0, &mut out);
+        out
+    }
+
+    /// Converts to a `serde_json` value: integral numbers within the int64 range as integers,
+    /// others as floats, and non-finite numbers (no JSON form) as `null`.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Null => Json::Null,
+            Value::Boolean(b) => Json::Bool(*b),
+            Value::Number(n) => number_to_json(*n),
+            Value::String(s) => Json::String(s.clone()),
+            Value::Array(items) => Json::Array(items.iter().map(Value::to_json).collect()),
+            Value::Object(object) => Json::Object(
+                object
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Largest magnitude below which every integral f64 converts exactly to i64 (2^63).
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+
+fn number_to_json(n: f64) -> Json {
+    if n.fract() == 0.0 && n.abs() < I64_LIMIT {
+        // Integral and in range: the cast is exact; -0 becomes 0.
+        Json::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map_or(Json::Null, Json::Number)
+    }
+}
+
+impl From<&Value> for Json {
+    fn from(value: &Value) -> Self {
+        value.to_json()
+    }
+}
+
+/// Writes `value` in the Newtonsoft indented form used by `toJSON`.
+fn write_json(value: &Value, indent: usize, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&format_number(*n)),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
+        Value::Object(object) if object.is_empty() => out.push_str("{}"),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(if i == 0 { "\n" } else { ",\n" });
+                push_indent(indent + 1, out);
+                write_json(item, indent + 1, out);
+            }
+            out.push('\n');
+            push_indent(indent, out);
+            out.push(']');
+        }
+        Value::Object(object) => {
+            out.push('{');
+            for (i, (key, item)) in object.iter().enumerate() {
+                out.push_str(if i == 0 { "\n" } else { ",\n" });
+                push_indent(indent + 1, out);
+                write_json_string(key, out);
+                out.push_str(": ");
+                write_json(item, indent + 1, out);
+            }
+            out.push('\n');
+            push_indent(indent, out);
+            out.push('}');
+        }
+    }
+}
+
+fn push_indent(level: usize, out: &mut String) {
+    for _ in 0..level {
+        out.push_str("  ");
+    }
+}
+
+/// A JSON string as Newtonsoft escapes it: quote, backslash, control characters, and the
+/// line separators U+0085, U+2028, U+2029; everything else raw.
+fn write_json_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c < ' ' || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}') => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 impl From<Json> for Value {
@@ -175,6 +351,39 @@ mod tests {
         object.insert("FOO", Value::from("b"));
         assert_eq!(object.len(), 2);
         assert_eq!(object.get("foo"), None);
+    }
+
+    #[test]
+    fn coercions_follow_the_runner() {
+        assert!(!Value::Number(-0.0).is_truthy());
+        assert!(!Value::Number(f64::NAN).is_truthy());
+        assert!(Value::from("false").is_truthy());
+        assert!(Value::Array(vec![]).is_truthy());
+        assert_eq!(Value::from(" 0x10 ").to_number(), 16.0);
+        assert_eq!(Value::Number(1e15).to_display_string(), "1E+15");
+        assert_eq!(Value::Null.to_display_string(), "");
+        assert_eq!(Value::Object(Object::new()).to_display_string(), "Object");
+    }
+
+    #[test]
+    fn to_json_string_is_indented_and_escaped() {
+        let value =
+            Value::from(serde_json::json!({"a": [1, "x\"\n\u{1}\u{2028}é"], "b": {}, "c": []}));
+        assert_eq!(
+            value.to_json_string(),
+            "{\n  \"a\": [\n    1,\n    \"x\\\"\\n\\u0001\\u2028é\"\n  ],\n  \"b\": {},\n  \"c\": []\n}"
+        );
+        assert_eq!(Value::Number(-0.0).to_json_string(), "0");
+    }
+
+    #[test]
+    fn to_json_writes_integers_when_integral() {
+        let value = Value::Array(vec![
+            Value::Number(3.0),
+            Value::Number(0.5),
+            Value::Number(f64::NAN),
+        ]);
+        assert_eq!(value.to_json().to_string(), "[3,0.5,null]");
     }
 
     #[test]
