@@ -9,5 +9,8 @@ pub mod events;
 pub mod filecmd;
 pub mod lines;
 pub mod mask;
+pub mod plan;
 pub mod report;
+pub mod script;
 pub mod stepexec;
+pub mod template;
