@@ -220,32 +220,11 @@ pub fn parse_path_lines(bytes: &[u8]) -> Vec<String> {
 }
 
 /// Adds `GITHUB_PATH` entries to the prepend list: re-adding an entry moves it to the end (the
-/// newest entries come first in `PATH`, see [`prepend_path`]).
+/// newest entries come first in `PATH`, see [`crate::job::script::prepend_path`]).
 pub fn add_path_entries(prepend: &mut Vec<String>, entries: &[String]) {
     for entry in entries {
         prepend.retain(|existing| existing != entry);
         prepend.push(entry.clone());
-    }
-}
-
-/// Builds `PATH` from the prepend list (newest first) and the base `PATH`; nothing is added if
-/// the base already starts with the prefix; an empty base gives the prefix alone.
-pub fn prepend_path(prepend: &[String], base: &str) -> String {
-    if prepend.is_empty() {
-        return base.to_owned();
-    }
-    let prefix = prepend
-        .iter()
-        .rev()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(":");
-    if base.is_empty() {
-        prefix
-    } else if base.starts_with(&prefix) {
-        base.to_owned()
-    } else {
-        format!("{prefix}:{base}")
     }
 }
 

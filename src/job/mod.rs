@@ -11,6 +11,7 @@ pub mod lines;
 pub mod mask;
 pub mod plan;
 pub mod report;
+pub mod runtime;
 pub mod script;
 pub mod stepexec;
 pub mod template;

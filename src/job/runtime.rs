@@ -1,0 +1,583 @@
+//! The step runtime: runs a [`JobPlan`]'s steps in a VM, in order, and reports what happens as
+//! [`JobEvent`]s (masked) and a final [`JobOutcome`].
+//!
+//! Owns: the job-level state between steps (job status, the job environment grown by
+//! `GITHUB_ENV`, `PATH` prepends, the `steps` context, the masker), per-step preparation
+//! (env and `steps`/`job`/`env` contexts, `if:` with the job status, `timeout-minutes`,
+//! `continue-on-error`, display name, script rendering), result rules (outcome vs conclusion)
+//! and the job outputs. Running one prepared step is [`super::stepexec`].
+//!
+//! ```text
+//!  JobStarted ─► set-up (guest dirs, event.json) ─► for each step:
+//!      env ─► if: (status: success | failure | cancelled) ─false─► Skipped
+//!       │ true
+//!       ▼
+//!      StepStarted ─► render script ─► execute_step ─► continue-on-error ─► StepCompleted
+//!       (job status: failure when a step's conclusion is Failed; cancelled when `cancel` fires)
+//!  ─► job outputs (masked-changed values dropped) ─► JobCompleted
+//! ```
+//!
+//! On cancellation the running step stops unless its condition still holds with status
+//! `cancelled` (`always()`, `cancelled()`); later steps run only if their condition holds.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::expr::{EvalContext, JobStatus, Object, Value};
+use crate::job::commands::{
+    ALLOW_UNSECURE_COMMANDS, ALLOW_UNSECURE_STOP_TOKENS, CommandConfig, parse_bool_setting,
+};
+use crate::job::events::{Annotation, AnnotationLevel, JobEvent};
+use crate::job::filecmd;
+use crate::job::mask::SecretMasker;
+use crate::job::plan::{JobPlan, PlannedStep, RunDefaults, ScriptInputs, StepKind, set_env};
+use crate::job::script::{ScriptRequest, render_step};
+use crate::job::stepexec::{StepExec, execute_step, file_command_paths, runner_error};
+use crate::job::template::TemplateEvaluator;
+use crate::protocol::TaskResult;
+use crate::vm::{GuestCommand, Vm};
+
+/// Mode of `event.json`.
+const EVENT_FILE_MODE: u32 = 0o644;
+
+/// How one step ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// Timeline id.
+    pub id: Uuid,
+    /// 1-based number.
+    pub number: u32,
+    /// Display name.
+    pub display_name: String,
+    /// Key in the `steps` context.
+    pub context_name: String,
+    /// `steps.<id>.outcome`: the result before `continue-on-error`.
+    pub outcome: TaskResult,
+    /// `steps.<id>.conclusion`: the final result.
+    pub conclusion: TaskResult,
+    /// `steps.<id>.outputs`.
+    pub outputs: Vec<(String, String)>,
+}
+
+/// How the job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    /// The job's result.
+    pub result: TaskResult,
+    /// Job outputs (masked-changed values dropped).
+    pub outputs: Vec<(String, String)>,
+    /// Every step, skipped ones included.
+    pub steps: Vec<StepOutcome>,
+    /// Every annotation raised (masked), steps' and the job's.
+    pub annotations: Vec<Annotation>,
+}
+
+/// Job-level state carried from step to step.
+struct JobState<'a> {
+    plan: &'a JobPlan,
+    events: mpsc::Sender<JobEvent>,
+    masker: SecretMasker,
+    contexts: Object,
+    /// Job env (`environmentVariables`) plus `GITHUB_ENV` / `::set-env` of earlier steps.
+    env: Vec<(String, String)>,
+    path: Vec<String>,
+    defaults: RunDefaults,
+    failed: bool,
+    outcome: JobOutcome,
+}
+
+/// Runs the plan's steps in `vm` and returns how the job ended. Events end with
+/// `JobCompleted`. `cancel` is the job cancellation (the service's `JobCancellation`).
+pub async fn run_steps<V: Vm>(
+    vm: &V,
+    plan: &JobPlan,
+    events: mpsc::Sender<JobEvent>,
+    cancel: CancellationToken,
+) -> JobOutcome {
+    let mut job = JobState::new(plan, events);
+    job.send(JobEvent::JobStarted { at: Utc::now() }).await;
+    match job.set_up(vm).await {
+        Ok(()) => {
+            for step in &plan.steps {
+                job.run_step(vm, step, &cancel).await;
+            }
+        }
+        Err(message) => {
+            job.job_error(message).await;
+            job.failed = true;
+        }
+    }
+    job.finish(&cancel).await
+}
+
+impl<'a> JobState<'a> {
+    fn new(plan: &'a JobPlan, events: mpsc::Sender<JobEvent>) -> Self {
+        let mut masker = SecretMasker::new();
+        for value in &plan.mask_values {
+            masker.add_value(value);
+        }
+        if let Some(token) = &plan.id_token_request_token {
+            masker.add_value(token);
+        }
+        let mut bad_regexes = 0usize;
+        for regex in &plan.mask_regexes {
+            if masker.add_regex(regex).is_err() {
+                // Still masked literally; the regex itself cannot be used.
+                masker.add_value(regex);
+                bad_regexes += 1;
+            }
+        }
+        if bad_regexes > 0 {
+            tracing::warn!(count = bad_regexes, "mask hints that are not valid regexes");
+        }
+        JobState {
+            plan,
+            events,
+            masker,
+            contexts: plan.contexts.clone(),
+            env: Vec::new(),
+            path: Vec::new(),
+            defaults: RunDefaults::default(),
+            failed: false,
+            outcome: JobOutcome {
+                result: TaskResult::Succeeded,
+                outputs: Vec::new(),
+                steps: Vec::new(),
+                annotations: Vec::new(),
+            },
+        }
+    }
+
+    async fn send(&self, event: JobEvent) {
+        // A closed receiver means nobody reports any more; the job still runs to completion.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Creates the guest folders and `event.json`, and evaluates the job env and defaults.
+    async fn set_up<V: Vm>(&mut self, vm: &V) -> Result<(), String> {
+        let layout = &self.plan.layout;
+        let mut argv = vec!["mkdir".to_owned(), "-p".to_owned()];
+        argv.extend(layout.directories().iter().map(|d| d.to_string()));
+        let (tx, _rx) = mpsc::channel(16);
+        let mkdir = GuestCommand {
+            argv,
+            ..GuestCommand::default()
+        };
+        match vm.exec(mkdir, tx, CancellationToken::new()).await {
+            Ok(outcome) if outcome.exit_code == 0 => {}
+            Ok(outcome) => {
+                return Err(format!(
+                    "Creating the job folders in the VM failed (exit code {}).",
+                    outcome.exit_code
+                ));
+            }
+            Err(err) => return Err(format!("Creating the job folders in the VM failed: {err}")),
+        }
+        vm.upload(
+            &layout.event_path,
+            self.plan.event_json.clone().into_bytes(),
+            EVENT_FILE_MODE,
+        )
+        .await
+        .map_err(|err| format!("Writing the event payload in the VM failed: {err}"))?;
+        let ctx = EvalContext {
+            contexts: &self.contexts,
+            job_status: Some(JobStatus::Success),
+            hash_files: None,
+        };
+        let evaluator = TemplateEvaluator::new(&ctx, &self.plan.file_table);
+        let env = self
+            .plan
+            .evaluate_job_env(&evaluator)
+            .map_err(|e| e.user_message())?;
+        let defaults = self
+            .plan
+            .evaluate_run_defaults(&evaluator)
+            .map_err(|e| e.user_message())?;
+        self.env = env;
+        self.defaults = defaults;
+        Ok(())
+    }
+
+    fn status(&self, cancel: &CancellationToken) -> JobStatus {
+        if cancel.is_cancelled() {
+            JobStatus::Cancelled
+        } else if self.failed {
+            JobStatus::Failure
+        } else {
+            JobStatus::Success
+        }
+    }
+
+    /// An error raised by the runner for the job itself (not a step).
+    async fn job_error(&mut self, message: String) {
+        self.job_annotation(runner_error(message)).await;
+    }
+
+    async fn job_annotation(&mut self, annotation: Annotation) {
+        let annotation = Annotation {
+            message: self.masker.mask(&annotation.message),
+            ..annotation
+        };
+        self.send(JobEvent::Log {
+            step_id: None,
+            line: crate::job::commands::annotation_log_line(&annotation),
+        })
+        .await;
+        self.send(JobEvent::Annotation {
+            step_id: None,
+            annotation: annotation.clone(),
+        })
+        .await;
+        self.outcome.annotations.push(annotation);
+    }
+
+    /// Sets `job.status` and the `env` context of a step.
+    fn step_contexts(&mut self, status: JobStatus, env: &[(String, String)]) {
+        let word = match status {
+            JobStatus::Success => "success",
+            JobStatus::Failure => "failure",
+            JobStatus::Cancelled => "cancelled",
+        };
+        if let Some(Value::Object(job)) = self.contexts.get_mut("job") {
+            job.insert("status", Value::from(word));
+        }
+        let mut env_object = Object::new_case_sensitive();
+        for (k, v) in env {
+            env_object.insert(k.clone(), Value::from(v.as_str()));
+        }
+        self.contexts.insert("env", Value::Object(env_object));
+    }
+
+    fn set_github(&mut self, key: &str, value: &str) {
+        if let Some(Value::Object(github)) = self.contexts.get_mut("github") {
+            github.insert(key, Value::from(value));
+        }
+    }
+}
+
+/// What preparing a step decided.
+enum Prepared {
+    /// The condition is false.
+    Skip,
+    /// The step cannot run; fail it with these errors.
+    Fail(Vec<String>),
+    /// Run it.
+    Run(Box<StepExec>),
+}
+
+/// Values of a step evaluated before it runs.
+struct StepSettings {
+    display_name: String,
+    continue_on_error: bool,
+}
+
+impl JobState<'_> {
+    async fn run_step<V: Vm>(&mut self, vm: &V, step: &PlannedStep, cancel: &CancellationToken) {
+        let (settings, prepared) = self.prepare(step, cancel);
+        self.send(JobEvent::StepStarted {
+            step_id: step.id,
+            number: step.number,
+            name: self.masker.mask(&settings.display_name),
+            at: Utc::now(),
+        })
+        .await;
+        let mut exec_outcome = crate::job::stepexec::StepExecOutcome::default();
+        let result = match prepared {
+            Prepared::Skip => TaskResult::Skipped,
+            Prepared::Fail(errors) => {
+                for message in errors {
+                    self.step_error(step.id, message).await;
+                }
+                TaskResult::Failed
+            }
+            Prepared::Run(exec) => {
+                exec_outcome =
+                    execute_step(vm, *exec, &mut self.masker, &self.events, cancel).await;
+                self.outcome
+                    .annotations
+                    .extend(exec_outcome.annotations.iter().cloned());
+                exec_outcome.task_result()
+            }
+        };
+        let conclusion = if result == TaskResult::Failed && settings.continue_on_error {
+            TaskResult::Succeeded
+        } else {
+            result
+        };
+        if conclusion == TaskResult::Failed {
+            self.failed = true;
+        }
+        for (name, value) in exec_outcome.env {
+            set_env(&mut self.env, name, value);
+        }
+        filecmd::add_path_entries(&mut self.path, &exec_outcome.path);
+        self.record_step(step, result, conclusion, &exec_outcome.outputs);
+        self.outcome.steps.push(StepOutcome {
+            id: step.id,
+            number: step.number,
+            display_name: settings.display_name,
+            context_name: step.context_name.clone(),
+            outcome: result,
+            conclusion,
+            outputs: exec_outcome.outputs,
+        });
+        self.send(JobEvent::StepCompleted {
+            step_id: step.id,
+            result: conclusion,
+            at: Utc::now(),
+        })
+        .await;
+    }
+
+    async fn step_error(&mut self, step_id: Uuid, message: String) {
+        let annotation = runner_error(self.masker.mask(&message));
+        self.send(JobEvent::Log {
+            step_id: Some(step_id),
+            line: crate::job::commands::annotation_log_line(&annotation),
+        })
+        .await;
+        self.send(JobEvent::Annotation {
+            step_id: Some(step_id),
+            annotation: annotation.clone(),
+        })
+        .await;
+        self.outcome.annotations.push(annotation);
+    }
+
+    /// Records the step in the `steps` context (not for generated `__` names).
+    fn record_step(
+        &mut self,
+        step: &PlannedStep,
+        outcome: TaskResult,
+        conclusion: TaskResult,
+        outputs: &[(String, String)],
+    ) {
+        if !step.records_outputs() {
+            return;
+        }
+        let mut entry = Object::new();
+        entry.insert(
+            "outputs",
+            Value::Object(
+                outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+            ),
+        );
+        entry.insert("outcome", Value::from(outcome.context_word()));
+        entry.insert("conclusion", Value::from(conclusion.context_word()));
+        if let Some(Value::Object(steps)) = self.contexts.get_mut("steps") {
+            steps.insert(step.context_name.clone(), Value::Object(entry));
+        }
+    }
+
+    /// Builds the step's env and contexts, evaluates its condition and settings, renders it.
+    fn prepare(
+        &mut self,
+        step: &PlannedStep,
+        cancel: &CancellationToken,
+    ) -> (StepSettings, Prepared) {
+        let status = self.status(cancel);
+        self.set_github("action", &step.name);
+        self.set_github("action_repository", "");
+        self.set_github("action_ref", "");
+        let job_env = self.env.clone();
+        self.step_contexts(status, &job_env);
+        let mut settings = StepSettings {
+            display_name: step.display_name(None),
+            continue_on_error: false,
+        };
+        // The step env is evaluated against the job env, then becomes part of `env`.
+        let step_env = match &step.env {
+            None => Ok(Vec::new()),
+            Some(token) => self.with_evaluator(status, |e| e.evaluate_string_map(token)),
+        };
+        let mut env = job_env;
+        match step_env {
+            Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env, k, v)),
+            Err(err) => return (settings, Prepared::Fail(vec![err.user_message()])),
+        }
+        self.step_contexts(status, &env);
+        settings.display_name = self.with_evaluator(status, |e| step.display_name(Some(&e)));
+        match self.with_evaluator(status, |e| e.evaluate_condition(&step.condition)) {
+            Ok(true) => {}
+            Ok(false) => return (settings, Prepared::Skip),
+            Err(err) => {
+                let message = format!(
+                    "The step's condition '{}' could not be evaluated: {err}",
+                    step.condition
+                );
+                return (settings, Prepared::Fail(vec![message]));
+            }
+        }
+        if let Some(token) = &step.continue_on_error {
+            match self.with_evaluator(status, |e| e.evaluate_bool(token)) {
+                Ok(value) => settings.continue_on_error = value,
+                Err(err) => return (settings, Prepared::Fail(vec![err.user_message()])),
+            }
+        }
+        let prepared = match &step.kind {
+            StepKind::Unrunnable { reason } => Prepared::Fail(vec![reason.clone()]),
+            StepKind::Script(inputs) => match self.render(step, inputs, &env, &settings) {
+                Ok(exec) => Prepared::Run(Box::new(exec)),
+                Err(message) => Prepared::Fail(vec![message]),
+            },
+        };
+        (settings, prepared)
+    }
+
+    fn with_evaluator<T>(
+        &self,
+        status: JobStatus,
+        f: impl FnOnce(TemplateEvaluator<'_>) -> T,
+    ) -> T {
+        let ctx = EvalContext {
+            contexts: &self.contexts,
+            job_status: Some(status),
+            hash_files: None,
+        };
+        f(TemplateEvaluator::new(&ctx, &self.plan.file_table))
+    }
+
+    /// Evaluates a script step's inputs and timeout and renders it.
+    fn render(
+        &mut self,
+        step: &PlannedStep,
+        inputs: &ScriptInputs,
+        env: &[(String, String)],
+        settings: &StepSettings,
+    ) -> Result<StepExec, String> {
+        let status = JobStatus::Success;
+        let timeout = match &step.timeout_minutes {
+            None => None,
+            Some(token) => match self.with_evaluator(status, |e| e.evaluate(token)) {
+                Ok(Value::Number(minutes)) if minutes > 0.0 && minutes.is_finite() => {
+                    Some((minutes, Duration::from_secs_f64(minutes * 60.0)))
+                }
+                Ok(Value::Number(_)) | Ok(Value::Null) => None,
+                Ok(other) => {
+                    return Err(format!(
+                        "timeout-minutes must be a number, got {}",
+                        crate::job::template::value_kind(&other)
+                    ));
+                }
+                Err(err) => return Err(err.user_message()),
+            },
+        };
+        let files = file_command_paths(&self.plan.layout.file_commands);
+        for (kind, path) in &files {
+            self.set_github(kind.context_name(), path);
+        }
+        let keep_running_on_cancel = self
+            .with_evaluator(JobStatus::Cancelled, |e| {
+                e.evaluate_condition(&step.condition)
+            })
+            .unwrap_or(false);
+        let text = |token: &Option<crate::protocol::template_token::TemplateToken>| {
+            token
+                .as_ref()
+                .map(|t| self.with_evaluator(status, |e| e.evaluate_string(t)))
+                .transpose()
+                .map_err(|e| e.user_message())
+        };
+        let script = self
+            .with_evaluator(status, |e| e.evaluate_string(&inputs.script))
+            .map_err(|e| e.user_message())?;
+        let shell = text(&inputs.shell)?;
+        let working_directory = text(&inputs.working_directory)?;
+        let stdin = text(&inputs.stdin)?;
+        let request = ScriptRequest {
+            script: &script,
+            shell: shell.as_deref(),
+            working_directory: working_directory.as_deref(),
+            defaults: &self.defaults,
+            env,
+            path_prepends: &self.path,
+            guest_path: None,
+            contexts: &self.contexts,
+            script_id: Uuid::new_v4(),
+        };
+        let rendered = render_step(self.plan, &request).map_err(|e| e.to_string())?;
+        let commands = command_config(self.plan, env);
+        Ok(StepExec {
+            step_id: step.id,
+            display_name: settings.display_name.clone(),
+            command: rendered.to_guest_command(stdin.map(String::into_bytes)),
+            script_path: rendered.script_path,
+            script: rendered.script,
+            files,
+            timeout,
+            keep_running_on_cancel,
+            commands,
+        })
+    }
+
+    /// Evaluates the job outputs and completes the job.
+    async fn finish(mut self, cancel: &CancellationToken) -> JobOutcome {
+        let status = self.status(cancel);
+        let env = self.env.clone();
+        self.step_contexts(status, &env);
+        let outputs = self.with_evaluator(status, |e| self.plan.evaluate_job_outputs(&e));
+        match outputs {
+            Ok(outputs) => {
+                for (name, value) in outputs {
+                    if self.masker.mask(&value) == value {
+                        self.outcome.outputs.push((name, value));
+                    } else {
+                        let warning = Annotation {
+                            level: AnnotationLevel::Warning,
+                            ..runner_error(format!(
+                                "Skip output '{name}' since it may contain secret."
+                            ))
+                        };
+                        self.job_annotation(warning).await;
+                    }
+                }
+            }
+            Err(err) => {
+                self.job_error(err.user_message()).await;
+                self.failed = true;
+            }
+        }
+        self.outcome.result = if cancel.is_cancelled() {
+            TaskResult::Canceled
+        } else if self.failed {
+            TaskResult::Failed
+        } else {
+            TaskResult::Succeeded
+        };
+        self.send(JobEvent::JobCompleted {
+            result: self.outcome.result,
+            outputs: self.outcome.outputs.clone(),
+            at: Utc::now(),
+        })
+        .await;
+        self.outcome
+    }
+}
+
+/// Command settings of a step: the opt-ins come from the runner's own environment or the
+/// step's env context.
+fn command_config(plan: &JobPlan, env: &[(String, String)]) -> CommandConfig {
+    let enabled = |name: &str| {
+        std::env::var(name).is_ok_and(|v| parse_bool_setting(&v))
+            || env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .is_some_and(|(_, v)| parse_bool_setting(v))
+    };
+    CommandConfig {
+        step_debug: plan.step_debug,
+        allow_unsecure_commands: enabled(ALLOW_UNSECURE_COMMANDS),
+        allow_unsecure_stop_tokens: enabled(ALLOW_UNSECURE_STOP_TOKENS),
+        enhanced_annotations: true,
+        workspace: Some(plan.layout.workspace.clone()),
+    }
+}
