@@ -6,12 +6,14 @@ mod local_vm;
 
 use std::time::Duration;
 
+use ghrunner_vm::image::{Image, ImageManifest};
 use ghrunner_vm::job::events::{AnnotationLevel, JobEvent};
 use ghrunner_vm::job::plan::{JobPlan, RunnerFacts};
 use ghrunner_vm::job::runtime::{JobOutcome, run_steps};
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
-use local_vm::LocalVm;
+use ghrunner_vm::vm::{Hypervisor, NetworkPolicy, Vm, VmSpec};
+use local_vm::{LocalHypervisor, LocalVm};
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +50,15 @@ fn script_step(name: &str, script: Json, extra: Json) -> Json {
 }
 
 fn message(steps: Vec<Json>, job_outputs: Option<Json>) -> AgentJobRequestMessage {
+    message_with(steps, job_outputs, json!({}))
+}
+
+/// A job message; `variables` adds job variables.
+fn message_with(
+    steps: Vec<Json>,
+    job_outputs: Option<Json>,
+    variables: Json,
+) -> AgentJobRequestMessage {
     let mut message = json!({
         "messageType": "PipelineAgentJobRequest",
         "plan": {"planId": Uuid::new_v4(), "planType": "actions", "version": 1},
@@ -69,6 +80,9 @@ fn message(steps: Vec<Json>, job_outputs: Option<Json>) -> AgentJobRequestMessag
     });
     if let Some(outputs) = job_outputs {
         message["jobOutputs"] = outputs;
+    }
+    if let (Some(vars), Json::Object(extra)) = (message["variables"].as_object_mut(), variables) {
+        vars.extend(extra);
     }
     serde_json::from_value(message).expect("message decodes")
 }
@@ -419,4 +433,104 @@ async fn an_unrunnable_step_fails_with_its_reason() {
         lines[0].starts_with("##[error]only run: steps are supported"),
         "{lines:?}"
     );
+}
+
+#[tokio::test]
+async fn runs_on_a_vm_launched_through_the_hypervisor_trait() {
+    let image = Image {
+        dir: std::env::temp_dir(),
+        manifest: ImageManifest {
+            name: "local".into(),
+            arch: "x86_64".into(),
+            disk: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            user: "runner".into(),
+            shell: "bash".into(),
+            work_dir: WORK.into(),
+        },
+    };
+    let spec = VmSpec {
+        name: "job-1".into(),
+        image,
+        cpus: 1,
+        memory_mib: 256,
+        disk_gib: None,
+        network: NetworkPolicy::None,
+        boot_timeout: Duration::from_secs(5),
+        console_log: None,
+    };
+    let vm = LocalHypervisor::default()
+        .launch(spec)
+        .await
+        .expect("launch");
+    let host_dir = vm.host_dir().to_path_buf();
+    let r = run_on(
+        &vm,
+        message(
+            vec![script_step(
+                "where",
+                json!("echo \"$GITHUB_WORKSPACE\"; test -f \"$GITHUB_EVENT_PATH\" && echo event"),
+                json!({}),
+            )],
+            None,
+        ),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(r.outcome.result, TaskResult::Succeeded);
+    let workspace = host_dir.join("hello/hello");
+    assert_eq!(r.lines("where"), [workspace.to_str().unwrap(), "event"]);
+    vm.destroy().await.expect("destroy");
+    assert!(!host_dir.exists(), "the local guest dir is removed");
+}
+
+#[tokio::test]
+async fn step_debug_shows_debug_lines_and_echoes_commands() {
+    let r = run(message_with(
+        vec![script_step(
+            "dbg",
+            json!("echo '::debug::looking closely'\necho '::set-output name=a::b'\necho '::add-mask::masked-value'"),
+            json!({}),
+        )],
+        None,
+        json!({"ACTIONS_STEP_DEBUG": {"value": "true"}}),
+    ))
+    .await;
+    assert_eq!(
+        r.lines("dbg"),
+        [
+            "##[debug]looking closely",
+            "::set-output name=a::b",
+            "::add-mask::***"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shell_working_directory_and_stdin_inputs() {
+    let mut step = script_step("in_sub", json!("pwd\ncat"), json!({}));
+    step["inputs"] = mapping(&[
+        ("script", json!("pwd\ncat")),
+        ("shell", json!("sh")),
+        ("workingDirectory", json!("sub")),
+        ("standardInInput", json!("piped text")),
+    ]);
+    let vm = LocalVm::new(WORK).unwrap();
+    let r = run_on(
+        &vm,
+        message(
+            vec![
+                script_step("mk", json!("mkdir -p \"$GITHUB_WORKSPACE/sub\""), json!({})),
+                step,
+            ],
+            None,
+        ),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(r.outcome.result, TaskResult::Succeeded, "{:?}", r.events);
+    let sub = vm.host_dir().join("hello/hello/sub");
+    assert_eq!(r.lines("in_sub"), [sub.to_str().unwrap(), "piped text"]);
 }
