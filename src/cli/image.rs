@@ -1,11 +1,18 @@
 //! `ghrunner-vm image build|list`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
 use crate::exit::ExitStatus;
+use crate::image::list::ListedImage;
+use crate::image::{BuildOptions, Progress, ProgressKind, Recipe};
 
 /// Build and list runner images.
 #[derive(Debug, Subcommand)]
@@ -36,6 +43,184 @@ pub struct ImageListArgs {
 
 /// Runs `image`.
 pub async fn run(cmd: ImageCommand, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let _ = (cmd, global);
-    anyhow::bail!("`image` is not implemented yet")
+    match cmd {
+        ImageCommand::Build(args) => build(args, global).await,
+        ImageCommand::List(args) => list(args, global),
+    }
+}
+
+async fn build(args: ImageBuildArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let recipe = Recipe::resolve(&args.recipe)?;
+    let out = match args.out {
+        Some(out) => out,
+        None => global.runner_dir()?.join("images").join(&recipe.name),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = BuildOptions {
+        out,
+        env: Vec::new(),
+        cancel: Some(cancel.clone()),
+    };
+    // Ctrl-C stops the recipe and removes the partial image instead of killing us mid-way.
+    let on_interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    let result = tokio::task::spawn_blocking(move || {
+        crate::image::build(&recipe, &opts, &mut print_progress)
+    })
+    .await
+    .context("the image build thread failed")?;
+    on_interrupt.abort();
+    let image = result?;
+    println!(
+        "image {} ready in {} (kernel {}, user {}, shell {})",
+        image.manifest.name,
+        image.dir.display(),
+        image.manifest.kernel.as_deref().unwrap_or("-"),
+        image.manifest.user,
+        image.manifest.shell
+    );
+    Ok(ExitStatus::Success)
+}
+
+/// `[  12.3s] ==> step`, `[  12.3s]     detail`; stderr lines of the recipe go to stderr.
+fn print_progress(p: &Progress) {
+    let stamp = format!("[{:>6.1}s]", p.elapsed.as_secs_f64());
+    match p.kind {
+        ProgressKind::Step => println!("{stamp} ==> {}", p.text),
+        ProgressKind::Detail => println!("{stamp} {}", p.text),
+        ProgressKind::Stderr => eprintln!("{stamp} {}", p.text),
+    }
+    let _ = std::io::stdout().flush();
+}
+
+fn list(args: ImageListArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let runner_dir = global.runner_dir()?;
+    let labels = labelled_images(&runner_dir)?;
+    let listed = crate::image::list::list(&runner_dir.join("images"), &labels);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+    } else if listed.is_empty() {
+        println!(
+            "no images in {} and none registered to labels; build one with \
+             `ghrunner-vm image build tiny`",
+            runner_dir.join("images").display()
+        );
+    } else {
+        print!("{}", render_table(&listed));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The `images:` map (label → image directory) of `<runner dir>/config.yaml`; relative
+/// directories are resolved against the runner directory. No file: no labels.
+fn labelled_images(runner_dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let path = runner_dir.join("config.yaml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    #[derive(serde::Deserialize)]
+    struct ImagesOnly {
+        #[serde(default)]
+        images: BTreeMap<String, PathBuf>,
+    }
+    let parsed: ImagesOnly = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} has no valid `images:` map", path.display()))?;
+    Ok(parsed
+        .images
+        .into_iter()
+        .map(|(label, dir)| (label, runner_dir.join(dir)))
+        .collect())
+}
+
+fn render_table(listed: &[ListedImage]) -> String {
+    let rows: Vec<[String; 5]> = listed
+        .iter()
+        .map(|l| {
+            let labels = if l.labels.is_empty() {
+                "-".to_string()
+            } else {
+                l.labels.join(",")
+            };
+            match (&l.manifest, &l.error) {
+                (Some(m), _) => [
+                    m.name.clone(),
+                    labels,
+                    format!("{} {}", m.user, m.shell),
+                    m.built_at.clone().unwrap_or_else(|| "-".into()),
+                    l.dir.display().to_string(),
+                ],
+                (None, error) => [
+                    "(unusable)".into(),
+                    labels,
+                    error.clone().unwrap_or_default(),
+                    "-".into(),
+                    l.dir.display().to_string(),
+                ],
+            }
+        })
+        .collect();
+    let header = ["NAME", "LABELS", "USER/SHELL", "BUILT", "DIR"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_images_resolve_relative_dirs_and_tolerate_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "images:\n  tiny: images/tiny\n  big: /srv/debian\nvm: {cpus: 2}\n",
+        )
+        .unwrap();
+        let labels = labelled_images(dir.path()).unwrap();
+        assert_eq!(labels["tiny"], dir.path().join("images/tiny"));
+        assert_eq!(labels["big"], PathBuf::from("/srv/debian"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(labelled_images(empty.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn table_shows_unusable_images_with_their_error() {
+        let listed = vec![ListedImage {
+            dir: "/x".into(),
+            labels: vec!["a".into(), "b".into()],
+            manifest: None,
+            error: Some("reading /x/manifest.json failed".into()),
+        }];
+        let table = render_table(&listed);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        assert!(lines[1].starts_with("(unusable)"), "{table}");
+        // Columns line up: each cell starts where its header does.
+        for (header, cell) in [
+            ("LABELS", "a,b"),
+            ("USER/SHELL", "reading /x/manifest.json"),
+        ] {
+            assert_eq!(lines[0].find(header), lines[1].find(cell), "{table}");
+        }
+    }
 }
