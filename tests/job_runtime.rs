@@ -442,13 +442,10 @@ async fn runs_on_a_vm_launched_through_the_hypervisor_trait() {
         manifest: ImageManifest {
             name: "local".into(),
             arch: "x86_64".into(),
-            disk: None,
-            kernel: None,
-            initrd: None,
-            cmdline: None,
             user: "runner".into(),
             shell: "bash".into(),
             work_dir: WORK.into(),
+            ..ImageManifest::default()
         },
     };
     let spec = VmSpec {
