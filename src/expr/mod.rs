@@ -129,3 +129,148 @@ pub fn evaluate(source: &str, ctx: &EvalContext<'_>) -> Result<Value, ExprError>
 pub fn evaluate_expr(expr: &Expr, ctx: &EvalContext<'_>) -> Result<Value, ExprError> {
     eval::Evaluator::new(ctx, ctx.contexts, expr).run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contexts() -> Object {
+        match Value::from(serde_json::json!({
+            "foo": {"list": [{"n": 1}, {"n": 2}, {"m": 3}], "big": "x"},
+            "arr": [1, "two", null]
+        })) {
+            Value::Object(object) => object,
+            _ => unreachable!("a JSON object literal"),
+        }
+    }
+
+    fn eval(source: &str) -> Result<Value, ExprError> {
+        let contexts = contexts();
+        evaluate(source, &EvalContext::new(&contexts))
+    }
+
+    #[test]
+    fn filtered_arrays_apply_members_to_each_element() {
+        assert_eq!(
+            eval("foo.list.*.n").map(|v| v.to_json()),
+            Ok(serde_json::json!([1, 2]))
+        );
+        assert_eq!(
+            eval("toJSON(foo.*.*.m)")
+                .map(|v| v.to_display_string())
+                .as_deref(),
+            Ok("[\n  3\n]")
+        );
+        assert_eq!(eval("arr[1.9]"), Ok(Value::from("two")));
+        assert_eq!(eval("arr[-1]"), Ok(Value::Null));
+        assert_eq!(eval("fromJSON('{\"A\":[5]}').a[0]"), Ok(Value::Number(5.0)));
+    }
+
+    #[test]
+    fn collections_compare_by_identity() {
+        assert_eq!(eval("foo.list == foo.list"), Ok(Value::Boolean(true)));
+        assert_eq!(eval("foo.list == foo['LIST']"), Ok(Value::Boolean(true)));
+        assert_eq!(
+            eval("fromJSON('[]') == fromJSON('[]')"),
+            Ok(Value::Boolean(false))
+        );
+        assert_eq!(
+            eval("contains(foo.list, foo.list[1])"),
+            Ok(Value::Boolean(true))
+        );
+    }
+
+    #[test]
+    fn and_or_return_operands_and_short_circuit() {
+        assert_eq!(eval("arr[2] || 'fallback'"), Ok(Value::from("fallback")));
+        assert_eq!(eval("0 && fromJSON('not json')"), Ok(Value::Number(0.0)));
+        assert_eq!(
+            eval("format('{0}', 'x', fromJSON('bad'))"),
+            Ok(Value::from("x"))
+        );
+    }
+
+    #[test]
+    fn status_functions_need_a_job_status() {
+        let contexts = Object::new();
+        let error = evaluate("success()", &EvalContext::new(&contexts)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Evaluation);
+        assert!(
+            error.message.contains("not allowed here"),
+            "{}",
+            error.message
+        );
+        let ctx = EvalContext {
+            job_status: Some(JobStatus::Failure),
+            ..EvalContext::new(&contexts)
+        };
+        assert_eq!(
+            evaluate("failure() && always()", &ctx),
+            Ok(Value::Boolean(true))
+        );
+        assert_eq!(
+            evaluate("SUCCESS() || cancelled()", &ctx),
+            Ok(Value::Boolean(false))
+        );
+    }
+
+    #[test]
+    fn hash_files_calls_the_workspace_hasher() {
+        let contexts = Object::new();
+        let error = evaluate("hashFiles('**/*.rs')", &EvalContext::new(&contexts)).unwrap_err();
+        assert!(
+            error.message.contains("needs a job workspace"),
+            "{}",
+            error.message
+        );
+        let hasher = |patterns: &[String]| -> Result<String, String> {
+            if patterns.len() == 2 {
+                Ok(patterns.join("+"))
+            } else {
+                Err("timed out".to_owned())
+            }
+        };
+        let ctx = EvalContext {
+            hash_files: Some(&hasher),
+            ..EvalContext::new(&contexts)
+        };
+        assert_eq!(evaluate("hashFiles('a', 1)", &ctx), Ok(Value::from("a+1")));
+        let error = evaluate("hashFiles('a')", &ctx).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Evaluation);
+        assert!(error.message.contains("timed out"), "{}", error.message);
+    }
+
+    #[test]
+    fn memory_limit_stops_huge_results() {
+        let mut contexts = Object::new();
+        contexts.insert("s", Value::from("x".repeat(100_000)));
+        let ctx = EvalContext::new(&contexts);
+        // 2 bytes per character: four copies (800 kB) fit in 1 MiB, six do not.
+        let four = "{0}".repeat(4);
+        assert!(evaluate(&format!("format('{four}', s)"), &ctx).is_ok());
+        let six = "{0}".repeat(6);
+        let error = evaluate(&format!("format('{six}', s)"), &ctx).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Evaluation);
+        assert!(
+            error.message.contains("maximum allowed memory size"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn format_errors_name_the_format_string() {
+        let error = eval("format('{0:x}', 1)").unwrap_err();
+        assert!(
+            error.message.contains("format specifiers 'x'"),
+            "{}",
+            error.message
+        );
+        assert!(
+            eval("format('{256}', 1)")
+                .unwrap_err()
+                .message
+                .contains("is invalid")
+        );
+    }
+}
