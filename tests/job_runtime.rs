@@ -531,3 +531,68 @@ async fn shell_working_directory_and_stdin_inputs() {
     let sub = vm.host_dir().join("hello/hello/sub");
     assert_eq!(r.lines("in_sub"), [sub.to_str().unwrap(), "piped text"]);
 }
+
+#[tokio::test]
+async fn set_env_and_add_path_commands_work_only_when_opted_in() {
+    let r = run(message(
+        vec![
+            script_step(
+                "refused",
+                json!("echo '::set-env name=EARLY::no'"),
+                json!({"continueOnError": true}),
+            ),
+            script_step(
+                "allowed",
+                json!("echo '::set-env name=LATE::yes'\necho '::add-path::/opt/old-style'"),
+                json!({"environment": mapping(&[("ACTIONS_ALLOW_UNSECURE_COMMANDS", json!("true"))])}),
+            ),
+            script_step("check", json!("echo \"EARLY=${EARLY:-unset} LATE=$LATE\"\necho \"$PATH\""), json!({})),
+        ],
+        None,
+    ))
+    .await;
+    assert_eq!(
+        r.step("refused"),
+        (TaskResult::Failed, TaskResult::Succeeded)
+    );
+    let refused = r.lines("refused");
+    assert_eq!(
+        refused[0],
+        "##[error]Unable to process command '::set-env name=EARLY::no' successfully."
+    );
+    assert!(
+        refused[1].contains("The `set-env` command is disabled"),
+        "{}",
+        refused[1]
+    );
+    assert_eq!(r.step("allowed").1, TaskResult::Succeeded);
+    let check = r.lines("check");
+    assert_eq!(check[0], "EARLY=unset LATE=yes");
+    assert!(check[1].starts_with("/opt/old-style:"), "{}", check[1]);
+}
+
+#[tokio::test]
+async fn a_condition_that_cannot_be_evaluated_fails_the_step() {
+    let r = run(message(
+        vec![
+            script_step(
+                "bad_if",
+                json!("echo never"),
+                json!({"condition": "success() && fromJSON('{')"}),
+            ),
+            script_step(
+                "after",
+                json!("echo after"),
+                json!({"condition": "always()"}),
+            ),
+        ],
+        None,
+    ))
+    .await;
+    assert_eq!(r.outcome.result, TaskResult::Failed);
+    assert_eq!(r.step("bad_if").1, TaskResult::Failed);
+    let lines = r.lines("bad_if");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("##[error]"), "{lines:?}");
+    assert_eq!(r.lines("after"), ["after"]);
+}

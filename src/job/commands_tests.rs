@@ -394,3 +394,53 @@ fn bool_settings() {
     assert!(!parse_bool_setting("1"));
     assert!(!parse_bool_setting("yes"));
 }
+
+#[test]
+fn legacy_escape_vectors() {
+    let reg = |n: &str| n == "do-something";
+    let c = parse_legacy("##[do-something k1=v1;]msg", reg).unwrap();
+    assert_eq!((c.property("k1"), c.data.as_str()), (Some("v1"), "msg"));
+    let c = parse_legacy("##[do-something k1=%3B=%0D=%0A=%5D;]%3B-%0D-%0A-%5D", reg).unwrap();
+    assert_eq!(c.property("k1"), Some(";=\r=\n=]"));
+    assert_eq!(c.data, ";-\r-\n-]");
+    // Double-escaped text is unescaped once.
+    let c = parse_legacy("##[do-something k1=%253B=%250D;]%253B-%250A-%255D", reg).unwrap();
+    assert_eq!(c.property("k1"), Some("%3B=%0D"));
+    assert_eq!(c.data, "%3B-%0A-%5D");
+    let c = parse_legacy("##[do-something k1=;k2=;]", reg).unwrap();
+    assert!(c.properties.is_empty());
+    assert!(parse_legacy(">>>   ##[do-something k1=v1;]msg", reg).is_some());
+    assert!(parse_legacy("##[other]msg", reg).is_none());
+}
+
+#[test]
+fn v2_escape_vectors() {
+    let reg = |n: &str| n == "do-something";
+    let c = parse_v2(
+        "::do-something k1=;=%2C=%0D=%0A=]=%3A,::;-%0D-%0A-]-:-,",
+        reg,
+    )
+    .unwrap();
+    assert_eq!(c.property("k1"), Some(";=,=\r=\n=]=:"));
+    assert_eq!(c.data, ";-\r-\n-]-:-,");
+    let c = parse_v2("::do-something k1=;=%252C=%250D=%253A,::;-%250D-%250A", reg).unwrap();
+    assert_eq!(c.property("k1"), Some(";=%2C=%0D=%3A"));
+    assert_eq!(c.data, ";-%0D-%0A");
+    let c = parse_v2("::do-something k1=,k2=,::", reg).unwrap();
+    assert!(c.properties.is_empty());
+    assert_eq!(
+        parse_v2("   ::do-something k1=v1,::msg", reg).unwrap().data,
+        "msg"
+    );
+    assert!(parse_v2("   >>>   ::do-something k1=v1,::msg", reg).is_none());
+}
+
+#[test]
+fn echo_without_a_value_fails() {
+    let mut p = processor();
+    assert_eq!(p.process_line("::echo::").last(), Some(&Fail));
+    assert_eq!(
+        p.process_line("::echo::Off   ").last(),
+        Some(&Debug("Setting echo command value to 'off'".into()))
+    );
+}
