@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use super::ast::{CompareOp, Expr};
 use super::functions;
-use super::{ErrorKind, EvalContext, ExprError, MAX_MEMORY_BYTES, Object, Value};
+use super::{ErrorKind, EvalContext, ExprError, MAX_DEPTH, MAX_MEMORY_BYTES, Object, Value};
 
 /// Bytes charged for a non-string result (the runner's minimum object size).
 const MIN_OBJECT_BYTES: usize = 24;
@@ -340,6 +340,14 @@ impl<'v, 'c> Evaluator<'v, 'c> {
 
     /// Evaluates `expr` at tree `level` (root 0) and charges its result.
     pub fn eval(&mut self, expr: &'v Expr, level: usize) -> Result<Val<'v>, ExprError> {
+        if level >= MAX_DEPTH {
+            // Parsed trees are at most MAX_DEPTH deep; this guards trees built by hand.
+            return Err(ExprError {
+                kind: ErrorKind::Evaluation,
+                message: format!("Exceeded max expression depth {MAX_DEPTH}"),
+                position: None,
+            });
+        }
         let value = self.eval_core(expr, level)?;
         if !self
             .memory

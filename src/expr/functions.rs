@@ -15,6 +15,15 @@ pub(crate) fn call<'v>(
     args: &'v [Expr],
     level: usize,
 ) -> Result<Val<'v>, ExprError> {
+    // Parsed trees are checked already; this guards trees built by hand.
+    let (min, max) = function.arity();
+    if args.len() < min || args.len() > max {
+        return Err(evaluation_error(format!(
+            "{}() takes {min} to {max} parameters, not {}",
+            function.name(),
+            args.len()
+        )));
+    }
     match function {
         Function::Contains => contains(ev, args, level),
         Function::StartsWith | Function::EndsWith => affix(ev, function, args, level),

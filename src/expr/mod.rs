@@ -259,6 +259,30 @@ mod tests {
     }
 
     #[test]
+    fn hand_built_trees_are_checked_too() {
+        let contexts = Object::new();
+        let ctx = EvalContext::new(&contexts);
+        let call = Expr::Call {
+            function: Function::Format,
+            args: Vec::new(),
+        };
+        assert_eq!(
+            evaluate_expr(&call, &ctx).unwrap_err().kind,
+            ErrorKind::Evaluation
+        );
+        let mut deep = Expr::Literal(Value::Boolean(true));
+        for _ in 0..MAX_DEPTH {
+            deep = Expr::Not(Box::new(deep));
+        }
+        assert!(
+            evaluate_expr(&deep, &ctx)
+                .unwrap_err()
+                .message
+                .contains("depth")
+        );
+    }
+
+    #[test]
     fn format_errors_name_the_format_string() {
         let error = eval("format('{0:x}', 1)").unwrap_err();
         assert!(
