@@ -158,6 +158,7 @@ build() {
     tree="$(modules_dir "$kernel")"
     ROOT="$(mktemp -d "${TMPDIR:-/tmp}/ghrunner-tiny-root.XXXXXX")"
     trap 'rm -rf "$ROOT"' EXIT
+    trap 'exit 130' INT TERM
     local root="$ROOT"
 
     step "kernel $version: extracting the uncompressed ELF from $kernel"

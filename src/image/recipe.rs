@@ -25,20 +25,39 @@ pub const BUILD_SCRIPT: &str = "build.sh";
 pub const MAX_RECIPE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The built-in recipes: name and files (path relative to the recipe directory, contents).
-const BUILTIN: &[(&str, &[(&str, &str)])] = &[(
-    "tiny",
-    &[
-        (
-            "build.sh",
-            include_str!("../../runner-images/tiny/build.sh"),
-        ),
-        ("init", include_str!("../../runner-images/tiny/init")),
-        (
-            "udhcpc.script",
-            include_str!("../../runner-images/tiny/udhcpc.script"),
-        ),
-    ],
-)];
+const BUILTIN: &[(&str, &[(&str, &str)])] = &[
+    (
+        "tiny",
+        &[
+            (
+                "build.sh",
+                include_str!("../../runner-images/tiny/build.sh"),
+            ),
+            ("init", include_str!("../../runner-images/tiny/init")),
+            (
+                "udhcpc.script",
+                include_str!("../../runner-images/tiny/udhcpc.script"),
+            ),
+        ],
+    ),
+    (
+        "debian",
+        &[
+            (
+                "build.sh",
+                include_str!("../../runner-images/debian/build.sh"),
+            ),
+            (
+                "ghrunner-guest.service",
+                include_str!("../../runner-images/debian/ghrunner-guest.service"),
+            ),
+            (
+                "ghrunner-guest.sh",
+                include_str!("../../runner-images/debian/ghrunner-guest.sh"),
+            ),
+        ],
+    ),
+];
 
 /// A recipe held in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +231,7 @@ mod tests {
     #[test]
     fn resolve_names_the_available_recipes() {
         let err = Recipe::resolve("nope").unwrap_err().to_string();
-        assert!(err.contains("tiny"), "{err}");
+        assert!(err.contains("tiny, debian"), "{err}");
     }
 
     #[test]
