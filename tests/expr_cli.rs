@@ -141,3 +141,18 @@ fn batch_answers_every_line_in_order() {
     assert_eq!(lines[3]["err"]["kind"], "parsing");
     assert_eq!(lines[4]["err"]["kind"], "lexing");
 }
+
+#[test]
+fn an_expression_may_start_with_a_hyphen() {
+    let output = run(&["-Infinity"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout_json(&output),
+        json!({"kind": "Number", "value": "-Infinity"})
+    );
+    let output = run(&["-1 < 0"]);
+    assert_eq!(
+        stdout_json(&output),
+        json!({"kind": "Boolean", "value": true})
+    );
+}

@@ -19,8 +19,8 @@ use crate::expr::{EvalContext, ExprError, Object, Value, evaluate};
 /// `{"err": {"kind": "lexing|parsing|evaluation", "value": "message"}}` with a non-zero exit.
 #[derive(Debug, Args)]
 pub struct ExprArgs {
-    /// The expression, e.g. `github.event_name == 'push' && success()`.
-    #[arg(required_unless_present = "batch")]
+    /// The expression, e.g. `github.event_name == 'push' && success()` (may start with `-`).
+    #[arg(required_unless_present = "batch", allow_hyphen_values = true)]
     pub expression: Option<String>,
     /// JSON file with the contexts, e.g. `{"github": {"event_name": "push"}}`.
     #[arg(long, value_name = "FILE.json")]
