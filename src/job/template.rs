@@ -214,7 +214,7 @@ impl<'a> TemplateEvaluator<'a> {
 
     /// Evaluates a bare condition expression (`if:`) to its truthiness.
     pub fn evaluate_condition(&self, condition: &str) -> Result<bool, ExprError> {
-        crate::expr::evaluate(condition, self.ctx).map(|v| is_truthy(&v))
+        crate::expr::evaluate(condition, self.ctx).map(|v| v.is_truthy())
     }
 
     fn wrong_type(
@@ -355,67 +355,14 @@ pub fn value_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Truthiness: null, false, ±0, NaN and `""` are false; everything else (incl. `"false"`, `[]`,
-/// `{}`) is true.
-pub fn is_truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Boolean(b) => *b,
-        Value::Number(n) => *n != 0.0 && !n.is_nan(),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
 /// The string-slot conversion of a value; `Err(kind)` for sequences and mappings.
 pub fn scalar_to_string(value: Value) -> Result<String, &'static str> {
-    match value {
+    match &value {
         Value::Null => Ok(String::new()),
         Value::Boolean(b) => Ok(b.to_string()),
-        Value::Number(n) => Ok(format_g15(n)),
-        Value::String(s) => Ok(s),
-        other => Err(value_kind(&other)),
-    }
-}
-
-/// .NET `G15` formatting of a number (protocol-jobs §5.6): up to 15 significant digits,
-/// fixed notation for decimal exponents in [-4, 14], else `d.dddE+XX`; `-0` prints `0`.
-pub fn format_g15(n: f64) -> String {
-    if n.is_nan() {
-        return "NaN".into();
-    }
-    if n.is_infinite() {
-        return if n > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    if n == 0.0 {
-        return "0".into();
-    }
-    let scientific = format!("{:.14e}", n.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    let sign = if n < 0.0 { "-" } else { "" };
-    if !(-4..15).contains(&exponent) {
-        let (first, rest) = digits.split_at(1);
-        let fraction = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let exp_sign = if exponent < 0 { '-' } else { '+' };
-        return format!("{sign}{first}{fraction}E{exp_sign}{:02}", exponent.abs());
-    }
-    if exponent < 0 {
-        let zeros = "0".repeat((-exponent - 1) as usize);
-        return format!("{sign}0.{zeros}{digits}");
-    }
-    let int_len = exponent as usize + 1;
-    if digits.len() <= int_len {
-        format!("{sign}{digits}{}", "0".repeat(int_len - digits.len()))
-    } else {
-        format!("{sign}{}.{}", &digits[..int_len], &digits[int_len..])
+        Value::Number(_) => Ok(value.to_display_string()),
+        Value::String(s) => Ok(s.clone()),
+        other => Err(value_kind(other)),
     }
 }
 

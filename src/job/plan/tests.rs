@@ -342,3 +342,38 @@ fn display_names_follow_the_runner_rules() {
         "Run echo ${{ github.sha }}"
     );
 }
+
+#[test]
+fn display_names_and_job_env_evaluate_expressions_against_the_plan_contexts() {
+    let mut message = sample_message();
+    message
+        .environment_variables
+        .push(TemplateToken::mapping(vec![(
+            TemplateToken::string("TOKEN_LEN"),
+            TemplateToken::expression("format('{0}-{1}', matrix.py, secrets.GITHUB_TOKEN)"),
+        )]));
+    let plan = JobPlan::new(&message, &facts()).expect("plans");
+    let ctx = EvalContext::new(&plan.contexts);
+    let evaluator = TemplateEvaluator::new(&ctx, &plan.file_table);
+    let env = plan.evaluate_job_env(&evaluator).expect("env");
+    assert_eq!(
+        env.last(),
+        Some(&("TOKEN_LEN".to_owned(), "3.12-ghs_secret".to_owned()))
+    );
+
+    let mut step = plan.steps[0].clone();
+    step.display_name = DisplayName::Token {
+        token: TemplateToken::expression("format('test {0}\nsecond', matrix.py)"),
+        prefix: RUN_DISPLAY_PREFIX,
+    };
+    assert_eq!(step.display_name(Some(&evaluator)), "Run test 3.12");
+    step.display_name = DisplayName::Token {
+        token: TemplateToken::expression("unknown_ctx.x"),
+        prefix: "",
+    };
+    assert_eq!(
+        step.display_name(Some(&evaluator)),
+        "${{ unknown_ctx.x }}",
+        "errors show the text"
+    );
+}

@@ -145,41 +145,123 @@ fn deep_templates_are_rejected() {
     });
 }
 
-#[test]
-fn g15_matches_dotnet_formatting() {
-    for (n, text) in [
-        (0.0, "0"),
-        (-0.0, "0"),
-        (1.0, "1"),
-        (-2.5, "-2.5"),
-        (0.1 + 0.2, "0.3"),
-        (0.0001, "0.0001"),
-        (0.00001, "1E-05"),
-        (123456789012345.0, "123456789012345"),
-        (1e15, "1E+15"),
-        (123456789012345678.0, "1.23456789012346E+17"),
-        (1.5e-7, "1.5E-07"),
-        (f64::NAN, "NaN"),
-        (f64::INFINITY, "Infinity"),
-        (f64::NEG_INFINITY, "-Infinity"),
-    ] {
-        assert_eq!(format_g15(n), text, "{n}");
-    }
+fn contexts() -> Object {
+    let Value::Object(contexts) = Value::from(json!({
+        "github": {"sha": "abc", "event_name": "push"},
+        "matrix": {"timeout": 7.9, "flags": ["-a", "-b"], "extra": {"X": "1", "Y": 2}},
+        "vars": {"on": true, "num": 1e15, "nothing": null, "list": [1]}
+    })) else {
+        panic!("contexts are an object")
+    };
+    contexts
+}
+
+fn with_contexts<R>(f: impl FnOnce(&TemplateEvaluator<'_>) -> R) -> R {
+    let contexts = contexts();
+    let ctx = EvalContext::new(&contexts);
+    let files = vec!["ci.yml".to_owned()];
+    f(&TemplateEvaluator::new(&ctx, &files))
 }
 
 #[test]
-fn truthiness_follows_the_official_rules() {
-    for (value, truthy) in [
-        (Value::Null, false),
-        (Value::Boolean(false), false),
-        (Value::Number(0.0), false),
-        (Value::Number(f64::NAN), false),
-        (Value::from(""), false),
-        (Value::from("false"), true),
-        (Value::Array(vec![]), true),
-        (Value::Object(Object::new()), true),
-        (Value::Number(-1.0), true),
-    ] {
-        assert_eq!(is_truthy(&value), truthy, "{value:?}");
-    }
+fn expressions_fill_string_slots_with_the_official_conversions() {
+    with_contexts(|e| {
+        let expr = |x: &str| TemplateToken::expression(x);
+        assert_eq!(
+            e.evaluate_string(&expr("format('echo {0}', github.sha)"))
+                .as_deref(),
+            Ok("echo abc")
+        );
+        assert_eq!(e.evaluate_string(&expr("vars.on")).as_deref(), Ok("true"));
+        assert_eq!(e.evaluate_string(&expr("vars.num")).as_deref(), Ok("1E+15"));
+        assert_eq!(e.evaluate_string(&expr("vars.nothing")).as_deref(), Ok(""));
+        assert!(matches!(
+            e.evaluate_string(&expr("vars.list").at(Some(1), 4, 5)),
+            Err(TemplateError::WrongType { expected: "string", found: "sequence", ref location })
+                if location.line == Some(4) && location.file.as_deref() == Some("ci.yml")
+        ));
+    });
+}
+
+#[test]
+fn expressions_fill_boolean_and_number_slots_strictly() {
+    with_contexts(|e| {
+        assert_eq!(
+            e.evaluate_bool(&TemplateToken::expression("github.event_name == 'PUSH'")),
+            Ok(true)
+        );
+        assert!(
+            e.evaluate_bool(&TemplateToken::expression("'true'"))
+                .is_err()
+        );
+        assert_eq!(
+            e.evaluate_number(&TemplateToken::expression("matrix.timeout")),
+            Ok(7)
+        );
+        assert!(
+            e.evaluate_number(&TemplateToken::expression("github.sha"))
+                .is_err()
+        );
+        assert_eq!(
+            e.evaluate_condition("success() || always()").ok(),
+            None,
+            "no job status given"
+        );
+        assert_eq!(e.evaluate_condition("github.sha").ok(), Some(true));
+        assert_eq!(e.evaluate_condition("vars.nothing").ok(), Some(false));
+    });
+}
+
+#[test]
+fn sequences_splice_item_expressions_and_inserts_splice_mappings() {
+    with_contexts(|e| {
+        let seq = token(json!({"type": 1, "seq": ["x", {"type": 3, "expr": "matrix.flags"}, "y"]}));
+        assert_eq!(
+            e.evaluate(&seq),
+            Ok(Value::Array(vec![
+                "x".into(),
+                "-a".into(),
+                "-b".into(),
+                "y".into()
+            ]))
+        );
+        let map = token(json!({"type": 2, "map": [
+            {"Key": "A", "Value": "1"},
+            {"Key": {"type": 4, "directive": "insert"}, "Value": {"type": 3, "expr": "matrix.extra"}},
+            {"Key": {"type": 3, "expr": "format('K{0}', 1)"}, "Value": {"type": 3, "expr": "github.sha"}}]}));
+        let env = e.evaluate_string_map(&map).expect("env");
+        let keys: Vec<_> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(keys, ["A=1", "X=1", "Y=2", "K1=abc"]);
+        let bad_key = token(
+            json!({"type": 2, "map": [{"Key": {"type": 3, "expr": "vars.on"}, "Value": "v"}]}),
+        );
+        assert!(matches!(
+            e.evaluate(&bad_key),
+            Err(TemplateError::KeyNotString {
+                found: "boolean",
+                ..
+            })
+        ));
+        let bad_insert = token(json!({"type": 2, "map": [
+            {"Key": {"type": 4, "directive": "insert"}, "Value": "not a mapping"}]}));
+        assert!(matches!(
+            e.evaluate(&bad_insert),
+            Err(TemplateError::BadInsert { .. })
+        ));
+    });
+}
+
+#[test]
+fn unknown_contexts_report_the_engine_message_with_location() {
+    with_contexts(|e| {
+        let err = e
+            .evaluate_string(&TemplateToken::expression("nope.x").at(Some(1), 3, 9))
+            .expect_err("unknown context");
+        let message = err.user_message();
+        assert!(
+            message.starts_with("ci.yml (Line: 3, Col: 9): "),
+            "{message}"
+        );
+        assert!(message.to_lowercase().contains("nope"), "{message}");
+    });
 }
