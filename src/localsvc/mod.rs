@@ -1,3 +1,5 @@
 //! An embedded, GHES-compatible GitHub Actions service on 127.0.0.1, following the real
 //! protocol shapes. Tests use it as the fake GitHub (with fault injection and a request
 //! recorder); the demo runs a real job through it.
+
+pub mod workflow;
