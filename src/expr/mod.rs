@@ -6,6 +6,14 @@
 //! contexts is a parse error (`Unrecognized named-value`), as in the official runner, so callers
 //! pass every context that is allowed where the expression appears (`Value::Null` if empty).
 //!
+//! Decisions where the official engines differ or are unclear (protocol-jobs.md §5):
+//! - numbers print in .NET `G15` form but negative zero prints `0` (newer engine, corpus);
+//! - `fromJSON` is strict JSON (no comments or trailing text), as the newer engine's strict mode;
+//! - `case` is always available; `success()`/`failure()`/`cancelled()`/`always()` need
+//!   [`EvalContext::job_status`] and `hashFiles` needs [`EvalContext::hash_files`], else they are
+//!   evaluation errors (they still parse, so `expr` can explain why);
+//! - positions in messages count UTF-16 units, 1-based, as the official messages do.
+//!
 //! # Layout
 //! - `lexer`: tokens, each checked against the previous one.
 //! - `parser`: shunting-yard parser to an [`Expr`] tree (`ast`), with the length/depth limits.
