@@ -3,7 +3,10 @@
 
 pub mod context_data;
 pub mod job;
+pub mod lifecycle;
+pub mod message;
 pub mod result;
+pub mod session;
 pub mod step;
 pub mod template_token;
 pub mod wire;
