@@ -1,1 +1,3 @@
 //! The long-poll listener: session, poll, decrypt, dispatch, back-off, shutdown.
+
+pub mod backoff;
