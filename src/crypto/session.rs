@@ -45,7 +45,9 @@ pub enum SessionCryptoError {
         source: base64::DecodeError,
     },
     /// RSA-OAEP decryption failed with both SHA-1 and SHA-256.
-    #[error("cannot unwrap the session key with the runner's RSA key (tried {first:?} then the other hash)")]
+    #[error(
+        "cannot unwrap the session key with the runner's RSA key (tried {first:?} then the other hash)"
+    )]
     Unwrap {
         /// The hash tried first (the one the session indicated).
         first: OaepHash,
@@ -291,13 +293,18 @@ mod tests {
         let private = test_key();
         let key = key32();
         // github.com reportedly uses SHA-256 although the session says useFipsEncryption=false.
-        let wrapped = key.wrap(&private.to_public_key(), OaepHash::Sha256).unwrap();
+        let wrapped = key
+            .wrap(&private.to_public_key(), OaepHash::Sha256)
+            .unwrap();
         assert_eq!(
             SessionKey::unwrap(private, true, &wrapped, false).unwrap(),
             key
         );
         let wrapped = key.wrap(&private.to_public_key(), OaepHash::Sha1).unwrap();
-        assert_eq!(SessionKey::unwrap(private, true, &wrapped, true).unwrap(), key);
+        assert_eq!(
+            SessionKey::unwrap(private, true, &wrapped, true).unwrap(),
+            key
+        );
     }
 
     #[test]
@@ -334,15 +341,19 @@ mod tests {
     fn rejects_wrong_key_lengths() {
         for len in [0usize, 15, 20, 33, 64] {
             let raw = vec![7u8; len];
-            let err = SessionKey::unwrap(test_key(), false, &STANDARD.encode(&raw), false)
-                .unwrap_err();
+            let err =
+                SessionKey::unwrap(test_key(), false, &STANDARD.encode(&raw), false).unwrap_err();
             assert!(matches!(err, SessionCryptoError::KeyLength { len: l } if l == len));
         }
         // A wrapped key of the wrong length is refused after unwrapping, too.
         let public = test_key().to_public_key();
         let wrapped = STANDARD.encode(
             public
-                .encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &[1u8; 20])
+                .encrypt(
+                    &mut rand::thread_rng(),
+                    Oaep::new::<sha1::Sha1>(),
+                    &[1u8; 20],
+                )
                 .unwrap(),
         );
         let err = SessionKey::unwrap(test_key(), true, &wrapped, false).unwrap_err();

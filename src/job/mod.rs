@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod events;
 pub mod filecmd;
+pub mod lifecycle;
 pub mod lines;
 pub mod mask;
 pub mod plan;

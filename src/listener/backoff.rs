@@ -415,9 +415,14 @@ mod tests {
         let mut g = EmptyPollGuard::default();
         let start = Instant::now();
         for i in 0..50 {
-            assert_eq!(g.on_empty(start + Duration::from_secs(i), &t, &mut rng), None);
+            assert_eq!(
+                g.on_empty(start + Duration::from_secs(i), &t, &mut rng),
+                None
+            );
         }
-        let pause = g.on_empty(start + Duration::from_secs(50), &t, &mut rng).unwrap();
+        let pause = g
+            .on_empty(start + Duration::from_secs(50), &t, &mut rng)
+            .unwrap();
         assert!(pause >= Duration::from_secs(15));
         // Much later the old polls fall out of the window.
         let later = start + Duration::from_secs(31 * 60 + 50);
@@ -431,11 +436,8 @@ mod tests {
         let t = Timings::official();
         let mut p = SessionCreatePolicy::default();
         let mut waited = Duration::ZERO;
-        loop {
-            match p.on_conflict(&t) {
-                SessionRetry::RetryAfter(d) => waited += d,
-                SessionRetry::GiveUp => break,
-            }
+        while let SessionRetry::RetryAfter(d) = p.on_conflict(&t) {
+            waited += d;
             assert!(waited < Duration::from_secs(600), "never gives up");
         }
         assert_eq!(waited, Duration::from_secs(210));
@@ -467,8 +469,14 @@ mod tests {
         assert_eq!(p.on_success(Some(until), now, &t), Duration::from_secs(60));
         for i in 0..10 {
             let d = p.on_error(now, &t, &mut rng);
-            let range = if i < 5 { t.renew_retry } else { t.renew_retry_long };
-            assert!(matches!(d, RenewDecision::RenewAfter(d) if (range.min..=range.max).contains(&d)));
+            let range = if i < 5 {
+                t.renew_retry
+            } else {
+                t.renew_retry_long
+            };
+            assert!(
+                matches!(d, RenewDecision::RenewAfter(d) if (range.min..=range.max).contains(&d))
+            );
         }
         assert_eq!(p.locked_until(), Some(until));
         let after = until + chrono::Duration::minutes(6);

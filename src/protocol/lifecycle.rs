@@ -68,7 +68,11 @@ pub struct RenewJobRequest {
 #[serde(rename_all = "camelCase")]
 pub struct RenewJobResponse {
     /// Until when the job is ours.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "LockedUntil")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "LockedUntil"
+    )]
     pub locked_until: Option<String>,
 }
 
@@ -274,10 +278,18 @@ pub struct TaskAgentJobRequest {
     #[serde(default, alias = "RequestId")]
     pub request_id: i64,
     /// Until when the job is ours.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "LockedUntil")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "LockedUntil"
+    )]
     pub locked_until: Option<String>,
     /// The runner holding it.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "ReservedAgent")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "ReservedAgent"
+    )]
     pub reserved_agent: Option<ReservedAgent>,
     /// Set once finished.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "Result")]

@@ -42,7 +42,12 @@ pub struct TaskAgentMessage {
     #[serde(alias = "MessageType")]
     pub message_type: String,
     /// Base64 IV when `body` is encrypted with the session key.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "IV", alias = "Iv")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "IV",
+        alias = "Iv"
+    )]
     pub iv: Option<String>,
     /// The body: base64 ciphertext when `iv` is set, else JSON text.
     #[serde(default, alias = "Body")]
@@ -194,7 +199,9 @@ impl ListenerMessage {
         Ok(if is(types::PIPELINE_AGENT_JOB_REQUEST) {
             let value = parse_value()?;
             if !value.is_object() {
-                return Err(err(serde::de::Error::custom("job message is not an object")));
+                return Err(err(serde::de::Error::custom(
+                    "job message is not an object",
+                )));
             }
             ListenerMessage::PipelineAgentJobRequest(value)
         } else if is(types::RUNNER_JOB_REQUEST) {
@@ -307,7 +314,9 @@ mod tests {
         assert!(matches!(cancel, ListenerMessage::JobCancellation(c) if c.job_id == "j"));
         let migrate =
             ListenerMessage::decode("BrokerMigration", r#"{"brokerBaseUrl":"http://b/"}"#).unwrap();
-        assert!(matches!(migrate, ListenerMessage::BrokerMigration(m) if m.broker_base_url == "http://b/"));
+        assert!(
+            matches!(migrate, ListenerMessage::BrokerMigration(m) if m.broker_base_url == "http://b/")
+        );
         assert_eq!(
             ListenerMessage::decode("ForceTokenRefresh", "").unwrap(),
             ListenerMessage::ForceTokenRefresh

@@ -101,8 +101,9 @@ mod tests {
             os_description: "Linux".into(),
             status: 0.into(),
         };
-        let body = serde_json::to_value(TaskAgentSession::create_request(agent, "h (PID: 1)".into()))
-            .unwrap();
+        let body =
+            serde_json::to_value(TaskAgentSession::create_request(agent, "h (PID: 1)".into()))
+                .unwrap();
         assert_eq!(body["sessionId"], EMPTY_SESSION_ID);
         assert_eq!(body["agent"]["osDescription"], "Linux");
         assert_eq!(body["useFipsEncryption"], false);

@@ -1,0 +1,252 @@
+//! Unit tests of the job lifecycle with a scripted channel and fake executors.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::*;
+
+/// A channel whose renew answers follow a script (then succeed), recording every call.
+#[derive(Default)]
+struct ScriptedChannel {
+    renew_script: Mutex<VecDeque<Result<(), &'static str>>>,
+    renews: Mutex<u32>,
+    completed: Mutex<Vec<TaskResult>>,
+    complete_failures: Mutex<u32>,
+}
+
+impl ScriptedChannel {
+    fn with_renews(script: &[Result<(), &'static str>]) -> Arc<ScriptedChannel> {
+        Arc::new(ScriptedChannel {
+            renew_script: Mutex::new(script.iter().cloned().collect()),
+            ..Default::default()
+        })
+    }
+    fn renews(&self) -> u32 {
+        *self.renews.lock().unwrap()
+    }
+    fn completed(&self) -> Vec<TaskResult> {
+        self.completed.lock().unwrap().clone()
+    }
+}
+
+fn err(kind: &'static str) -> ChannelError {
+    let source: BoxError = kind.into();
+    match kind {
+        "gone" => ChannelError::Gone { source },
+        "fatal" => ChannelError::Fatal { source },
+        _ => ChannelError::Transient { source },
+    }
+}
+
+impl JobChannel for ScriptedChannel {
+    async fn renew(&self) -> Result<Option<DateTime<Utc>>, ChannelError> {
+        *self.renews.lock().unwrap() += 1;
+        let next = self.renew_script.lock().unwrap().pop_front();
+        match next {
+            Some(Err(kind)) => Err(err(kind)),
+            _ => Ok(Some(Utc::now() + chrono::Duration::seconds(600))),
+        }
+    }
+    async fn complete(&self, outcome: &JobOutcome) -> Result<(), ChannelError> {
+        let mut failures = self.complete_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(err("transient"));
+        }
+        self.completed.lock().unwrap().push(outcome.result);
+        Ok(())
+    }
+}
+
+/// Sleeps `work`, or stops early (with `Canceled`) when cancelled unless `stubborn`.
+struct FakeExecutor {
+    work: Duration,
+    stubborn: bool,
+    saw_cancel: Mutex<bool>,
+}
+
+impl FakeExecutor {
+    fn new(work: Duration) -> FakeExecutor {
+        FakeExecutor {
+            work,
+            stubborn: false,
+            saw_cancel: Mutex::new(false),
+        }
+    }
+}
+
+impl JobExecutor for FakeExecutor {
+    async fn execute(
+        &self,
+        message: serde_json::Value,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutorError> {
+        assert_eq!(message["jobId"], "j1");
+        tokio::select! {
+            _ = tokio::time::sleep(self.work) => {}
+            _ = cancel.cancelled(), if !self.stubborn => {
+                *self.saw_cancel.lock().unwrap() = true;
+                return Ok(JobOutcome::with_result(TaskResult::Canceled));
+            }
+        }
+        let mut outcome = JobOutcome::with_result(TaskResult::Succeeded);
+        outcome.outputs.insert(
+            "answer".into(),
+            VariableValue {
+                value: "42".into(),
+                is_secret: false,
+            },
+        );
+        Ok(outcome)
+    }
+}
+
+fn control() -> JobControl {
+    JobControl {
+        cancel: CancellationToken::new(),
+        kill_after: Duration::from_secs(5),
+    }
+}
+
+fn message() -> serde_json::Value {
+    serde_json::json!({"jobId": "j1"})
+}
+
+#[tokio::test]
+async fn job_renews_while_running_and_completes_with_the_result() {
+    let channel = ScriptedChannel::with_renews(&[]);
+    let exec = FakeExecutor::new(Duration::from_millis(1500));
+    let t = Timings::fast();
+    let result = run_job(channel.clone(), &exec, message(), control(), &t).await;
+    assert_eq!(result, TaskResult::Succeeded);
+    // First renewal plus at least one heartbeat at 600 ms.
+    assert!(channel.renews() >= 2, "renews: {}", channel.renews());
+    assert_eq!(channel.completed(), [TaskResult::Succeeded]);
+}
+
+#[tokio::test]
+async fn transient_renew_failures_are_tolerated() {
+    let channel = ScriptedChannel::with_renews(&[
+        Err("transient"),
+        Ok(()),
+        Err("transient"),
+        Err("transient"),
+    ]);
+    let exec = FakeExecutor::new(Duration::from_millis(2000));
+    let result = run_job(
+        channel.clone(),
+        &exec,
+        message(),
+        control(),
+        &Timings::fast(),
+    )
+    .await;
+    assert_eq!(result, TaskResult::Succeeded);
+    assert!(channel.renews() >= 4);
+}
+
+#[tokio::test]
+async fn first_renew_failing_abandons_the_job_without_running_it() {
+    let channel = ScriptedChannel::with_renews(&[Err("transient"); 5]);
+    let exec = FakeExecutor::new(Duration::from_secs(60));
+    let result = run_job(
+        channel.clone(),
+        &exec,
+        message(),
+        control(),
+        &Timings::fast(),
+    )
+    .await;
+    assert_eq!(result, TaskResult::Abandoned);
+    assert_eq!(channel.renews(), 5);
+    assert_eq!(channel.completed(), [TaskResult::Abandoned]);
+}
+
+#[tokio::test]
+async fn lock_lost_cancels_the_executor_and_abandons() {
+    let channel = ScriptedChannel::with_renews(&[Ok(()), Err("gone")]);
+    let exec = FakeExecutor::new(Duration::from_secs(60));
+    let result = run_job(
+        channel.clone(),
+        &exec,
+        message(),
+        control(),
+        &Timings::fast(),
+    )
+    .await;
+    assert_eq!(result, TaskResult::Abandoned);
+    assert!(*exec.saw_cancel.lock().unwrap());
+    assert_eq!(channel.completed(), [TaskResult::Abandoned]);
+}
+
+#[tokio::test]
+async fn cancellation_reaches_the_executor_and_completes_canceled() {
+    let channel = ScriptedChannel::with_renews(&[]);
+    let exec = FakeExecutor::new(Duration::from_secs(60));
+    let ctl = control();
+    let cancel = ctl.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    let result = run_job(channel.clone(), &exec, message(), ctl, &Timings::fast()).await;
+    assert_eq!(result, TaskResult::Canceled);
+    assert!(*exec.saw_cancel.lock().unwrap());
+    assert_eq!(channel.completed(), [TaskResult::Canceled]);
+}
+
+#[tokio::test]
+async fn a_stubborn_executor_is_dropped_after_kill_after() {
+    let channel = ScriptedChannel::with_renews(&[]);
+    let mut exec = FakeExecutor::new(Duration::from_secs(600));
+    exec.stubborn = true;
+    let ctl = JobControl {
+        cancel: CancellationToken::new(),
+        kill_after: Duration::from_millis(200),
+    };
+    ctl.cancel.cancel();
+    let result = run_job(channel.clone(), &exec, message(), ctl, &Timings::fast()).await;
+    assert_eq!(result, TaskResult::Canceled);
+    assert_eq!(channel.completed(), [TaskResult::Canceled]);
+}
+
+#[tokio::test]
+async fn completion_is_retried() {
+    let channel = ScriptedChannel::with_renews(&[]);
+    *channel.complete_failures.lock().unwrap() = 3;
+    let exec = FakeExecutor::new(Duration::from_millis(10));
+    let result = run_job(
+        channel.clone(),
+        &exec,
+        message(),
+        control(),
+        &Timings::fast(),
+    )
+    .await;
+    assert_eq!(result, TaskResult::Succeeded);
+    assert_eq!(channel.completed(), [TaskResult::Succeeded]);
+}
+
+#[test]
+fn timespans_and_kill_after() {
+    assert_eq!(parse_timespan("00:05:00"), Some(Duration::from_secs(300)));
+    assert_eq!(
+        parse_timespan("1.02:00:01"),
+        Some(Duration::from_secs(93601))
+    );
+    assert_eq!(
+        parse_timespan("00:00:01.5"),
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(parse_timespan("5 minutes"), None);
+    assert_eq!(parse_timespan("00:61:00"), None);
+    assert_eq!(
+        kill_after(Some(Duration::from_secs(300))),
+        Duration::from_secs(285)
+    );
+    assert_eq!(
+        kill_after(Some(Duration::from_secs(10))),
+        Duration::from_secs(45)
+    );
+    assert_eq!(kill_after(None), Duration::from_secs(45));
+}
