@@ -2,4 +2,8 @@
 //! protocol shapes. Tests use it as the fake GitHub (with fault injection and a request
 //! recorder); the demo runs a real job through it.
 
+mod jobs;
+mod messages;
+mod sessions;
+pub mod protocol;
 pub mod workflow;

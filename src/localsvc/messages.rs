@@ -1,0 +1,240 @@
+//! Local service: the legacy long poll (AES-CBC encrypted with the session key, random IV per
+//! message), message delete, the broker poll (plain text) and acknowledge. An idle poll is held
+//! for the configured time and answered `202 Accepted` with an empty body. After
+//! [`ProtocolState::migrate_to_broker`] every legacy poll answers `BrokerMigration`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use serde_json::json;
+
+use super::protocol::{
+    Pending, ProtocolEvent, ProtocolState, Tamper, authorized, broker_error, vss_error,
+};
+use crate::protocol::message::TaskAgentMessage;
+
+type St = State<Arc<ProtocolState>>;
+type Params = Query<HashMap<String, String>>;
+
+const BROKER_SOURCE: &str = "actions-broker-listener";
+
+/// Message routes (legacy and broker).
+pub(crate) fn routes() -> Router<Arc<ProtocolState>> {
+    Router::new()
+        .route(
+            "/_apis/distributedtask/pools/{pool}/messages",
+            get(poll_legacy),
+        )
+        .route(
+            "/_apis/distributedtask/pools/{pool}/messages/{id}",
+            delete(delete_message),
+        )
+        .route("/broker/message", get(poll_broker))
+        .route("/broker/acknowledge", post(acknowledge))
+}
+
+enum Polled {
+    Message(Pending),
+    Migration,
+    Idle,
+    NoSession,
+}
+
+/// Waits up to the poll hold for something to deliver to `session_id`.
+async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool) -> Polled {
+    let deadline = tokio::time::Instant::now() + s.knobs().poll_hold;
+    loop {
+        let notified = s.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let mut inner = s.inner();
+            if !inner.sessions.contains_key(session_id) {
+                return Polled::NoSession;
+            }
+            if !broker && inner.broker_mode {
+                return Polled::Migration;
+            }
+            if let Some(pending) = inner.queue.pop_front() {
+                return Polled::Message(pending);
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Polled::Idle;
+        }
+    }
+}
+
+fn record_poll(s: &ProtocolState, q: &HashMap<String, String>, broker: bool) {
+    s.record(ProtocolEvent::Poll {
+        broker,
+        status: q.get("status").cloned().unwrap_or_default(),
+    });
+}
+
+async fn poll_legacy(
+    State(s): St,
+    Path(_pool): Path<u64>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    record_poll(&s, &q, false);
+    let session_id = q.get("sessionId").cloned().unwrap_or_default();
+    let pending = match wait_for_message(&s, &session_id, false).await {
+        Polled::Message(p) => p,
+        Polled::Migration => Pending {
+            message_type: "BrokerMigration".into(),
+            body: json!({"brokerBaseUrl": s.broker_url()}).to_string(),
+            tamper: None,
+        },
+        Polled::Idle => return StatusCode::ACCEPTED.into_response(),
+        Polled::NoSession => {
+            return vss_error(
+                StatusCode::NOT_FOUND,
+                "TaskAgentSessionExpiredException",
+                "the session has expired",
+            );
+        }
+    };
+    let key = s
+        .inner()
+        .sessions
+        .get(&session_id)
+        .and_then(|r| r.key.clone());
+    let message_id = next_id(&s);
+    let mut message = TaskAgentMessage {
+        message_id,
+        message_type: pending.message_type,
+        iv: None,
+        body: pending.body,
+    };
+    if let Some(key) = key {
+        let mut iv = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut iv);
+        // Encryption with a checked AES key cannot fail.
+        let Ok(cipher) = key.encrypt_message(&iv, message.body.as_bytes()) else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        message.iv = Some(STANDARD.encode(iv));
+        message.body = cipher;
+        if let Some(tamper) = pending.tamper {
+            apply_tamper(&mut message, tamper);
+        }
+    }
+    (StatusCode::OK, axum::Json(message)).into_response()
+}
+
+fn next_id(s: &ProtocolState) -> i64 {
+    let mut inner = s.inner();
+    let id = inner.next_message_id;
+    inner.next_message_id += 1;
+    id
+}
+
+fn apply_tamper(message: &mut TaskAgentMessage, tamper: Tamper) {
+    match tamper {
+        Tamper::WrongIv => message.iv = Some(STANDARD.encode([0x5au8; 16])),
+        Tamper::BadPadding => {
+            let mut raw = STANDARD.decode(&message.body).unwrap_or_default();
+            if raw.len() >= 32 {
+                // Flip the second-to-last block so the last plaintext block changes.
+                let at = raw.len() - 17;
+                raw[at] ^= 0xff;
+            } else if let Some(last) = raw.last_mut() {
+                *last ^= 0xff;
+            }
+            message.body = STANDARD.encode(raw);
+        }
+        Tamper::Garbage => message.body = "this is not ciphertext at all".into(),
+    }
+}
+
+async fn delete_message(
+    State(s): St,
+    Path((_pool, id)): Path<(u64, i64)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if !q
+        .get("sessionId")
+        .is_some_and(|id| s.inner().sessions.contains_key(id))
+    {
+        return vss_error(
+            StatusCode::NOT_FOUND,
+            "TaskAgentSessionExpiredException",
+            "no such session",
+        );
+    }
+    s.record(ProtocolEvent::MessageDeleted { message_id: id });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn poll_broker(State(s): St, Query(q): Params, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    record_poll(&s, &q, true);
+    let session_id = q.get("sessionId").cloned().unwrap_or_default();
+    match wait_for_message(&s, &session_id, true).await {
+        Polled::Message(pending) => {
+            let message = TaskAgentMessage {
+                message_id: i64::from(rand::random::<i32>()),
+                message_type: pending.message_type,
+                iv: None,
+                body: pending.body,
+            };
+            (StatusCode::OK, axum::Json(message)).into_response()
+        }
+        Polled::Idle | Polled::Migration => StatusCode::OK.into_response(),
+        Polled::NoSession => broker_error(
+            StatusCode::NOT_FOUND,
+            BROKER_SOURCE,
+            "RunnerSessionInvalid",
+            "the session is not valid",
+        ),
+    }
+}
+
+async fn acknowledge(State(s): St, Query(q): Params, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if !q
+        .get("sessionId")
+        .is_some_and(|id| s.inner().sessions.contains_key(id))
+    {
+        return broker_error(
+            StatusCode::NOT_FOUND,
+            BROKER_SOURCE,
+            "RunnerSessionInvalid",
+            "no such session",
+        );
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("runnerRequestId")
+                .and_then(|r| r.as_str())
+                .map(str::to_owned)
+        });
+    let Some(runner_request_id) = id else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    s.record(ProtocolEvent::Acknowledged { runner_request_id });
+    StatusCode::OK.into_response()
+}

@@ -1,0 +1,432 @@
+//! The runner-facing half of the local service: sessions, messages and job lifecycle on both
+//! protocol paths, as a router with its own state ([`ProtocolState`]) that the service mounts
+//! beside registration and OAuth.
+//!
+//! ```text
+//!  legacy (root)   POST   _apis/distributedtask/pools/{pool}/sessions          sessions.rs
+//!                  DELETE _apis/distributedtask/pools/{pool}/sessions/{id}
+//!                  GET    _apis/distributedtask/pools/{pool}/messages           messages.rs
+//!                  DELETE _apis/distributedtask/pools/{pool}/messages/{id}
+//!                  PATCH  _apis/distributedtask/pools/{pool}/jobrequests/{id}   jobs.rs
+//!                  POST   {scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/events
+//!  broker  /broker/ POST|DELETE session, GET message, POST acknowledge         sessions.rs, messages.rs
+//!  run svc /run/    POST acquirejob, renewjob, completejob                     jobs.rs
+//! ```
+//!
+//! Tests drive it through the methods of [`ProtocolState`]: enqueue a job (legacy or broker),
+//! a cancellation, a broker migration, a tampered message; expire or hold a session; and read
+//! back what the runner did ([`JobRecord`], [`ProtocolEvent`]). One message queue serves every
+//! runner of the service, like a pool: whichever runner polls first gets the message.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rsa::RsaPublicKey;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::crypto::session::{OaepHash, SessionKey};
+
+/// How long a long poll is held when no message arrives (the real service holds ~50 s).
+pub const DEFAULT_POLL_HOLD: Duration = Duration::from_secs(2);
+
+/// How a queued message is damaged on delivery (to test that the runner skips it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Encrypted correctly, delivered with another IV.
+    WrongIv,
+    /// The last ciphertext byte flipped (breaks the padding or the text).
+    BadPadding,
+    /// A body that is not ciphertext at all.
+    Garbage,
+}
+
+/// A message waiting for a poll.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub message_type: String,
+    pub body: String,
+    pub tamper: Option<Tamper>,
+}
+
+/// A session held by a runner.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRecord {
+    pub agent_id: u64,
+    pub key: Option<SessionKey>,
+}
+
+/// What the runner did with one job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobRecord {
+    /// Acquired through the run service (broker path) or delivered (legacy).
+    pub acquired: bool,
+    /// Successful renewals (run-service `renewjob` or legacy job-request PATCH).
+    pub renewals: u32,
+    /// The completion body (`completejob`, the legacy finish PATCH or the `JobCompleted` event).
+    pub completion: Option<Value>,
+}
+
+/// A notable call, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolEvent {
+    /// A session was created (`broker` tells which path).
+    SessionCreated {
+        /// Its id.
+        session_id: String,
+        /// Created on the broker.
+        broker: bool,
+    },
+    /// A session was deleted.
+    SessionDeleted {
+        /// Its id.
+        session_id: String,
+    },
+    /// A create was refused with a conflict.
+    SessionConflict,
+    /// A legacy message was deleted (acknowledged).
+    MessageDeleted {
+        /// Its id.
+        message_id: i64,
+    },
+    /// A broker job reference was acknowledged.
+    Acknowledged {
+        /// The runner request id.
+        runner_request_id: String,
+    },
+    /// A poll arrived (`broker` tells which path; `status` is Online/Busy).
+    Poll {
+        /// Broker or legacy.
+        broker: bool,
+        /// The `status` query parameter.
+        status: String,
+    },
+}
+
+/// The mutable state behind the lock.
+#[derive(Default)]
+pub(crate) struct Inner {
+    pub runner_keys: HashMap<u64, RsaPublicKey>,
+    pub sessions: HashMap<String, SessionRecord>,
+    pub queue: VecDeque<Pending>,
+    pub broker_mode: bool,
+    pub next_message_id: i64,
+    pub pending_acquire: HashMap<String, Value>,
+    pub request_to_job: HashMap<i64, String>,
+    pub jobs: HashMap<String, JobRecord>,
+    pub next_request_id: i64,
+    pub events: Vec<ProtocolEvent>,
+}
+
+/// Knobs tests may turn.
+#[derive(Debug, Clone)]
+pub(crate) struct Knobs {
+    pub poll_hold: Duration,
+    pub use_fips_encryption: bool,
+    pub oaep_hash: Option<OaepHash>,
+}
+
+/// State of the runner-facing routes.
+pub struct ProtocolState {
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) knobs: Mutex<Knobs>,
+    pub(crate) wake: Notify,
+    base_url: Mutex<String>,
+}
+
+impl std::fmt::Debug for ProtocolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtocolState").finish_non_exhaustive()
+    }
+}
+
+impl ProtocolState {
+    /// A new state; `base_url` is the service root (ending in `/`) used to build the broker
+    /// and run-service URLs handed to runners. Set it again with [`ProtocolState::set_base_url`]
+    /// once the port is known.
+    pub fn new(base_url: &str) -> Arc<ProtocolState> {
+        Arc::new(ProtocolState {
+            inner: Mutex::new(Inner {
+                next_message_id: 1,
+                next_request_id: 1000,
+                ..Inner::default()
+            }),
+            knobs: Mutex::new(Knobs {
+                poll_hold: DEFAULT_POLL_HOLD,
+                use_fips_encryption: false,
+                oaep_hash: None,
+            }),
+            wake: Notify::new(),
+            base_url: Mutex::new(with_slash(base_url)),
+        })
+    }
+
+    /// Sets the service root URL.
+    pub fn set_base_url(&self, base_url: &str) {
+        *lock(&self.base_url) = with_slash(base_url);
+    }
+
+    /// The service root URL (ends in `/`).
+    pub fn base_url(&self) -> String {
+        lock(&self.base_url).clone()
+    }
+
+    /// The broker base URL handed out in migrations (`<base>broker/`).
+    pub fn broker_url(&self) -> String {
+        format!("{}broker/", self.base_url())
+    }
+
+    /// The run-service base URL (`<base>run/`).
+    pub fn run_service_url(&self) -> String {
+        format!("{}run/", self.base_url())
+    }
+
+    pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    pub(crate) fn knobs(&self) -> Knobs {
+        lock(&self.knobs).clone()
+    }
+
+    /// Registers the public key sessions of `agent_id` wrap their AES key with (the
+    /// registration handler calls this; without a key the session key is sent unwrapped).
+    pub fn set_runner_key(&self, agent_id: u64, key: RsaPublicKey) {
+        self.inner().runner_keys.insert(agent_id, key);
+    }
+
+    /// How long an idle long poll is held (a "slow poll" fault when long).
+    pub fn set_poll_hold(&self, hold: Duration) {
+        lock(&self.knobs).poll_hold = hold;
+    }
+
+    /// What sessions report as `useFipsEncryption`, and which OAEP hash really wraps the key
+    /// (`None`: the one `useFipsEncryption` indicates).
+    pub fn set_session_crypto(&self, use_fips_encryption: bool, oaep_hash: Option<OaepHash>) {
+        let mut knobs = lock(&self.knobs);
+        knobs.use_fips_encryption = use_fips_encryption;
+        knobs.oaep_hash = oaep_hash;
+    }
+
+    /// Queues a raw message (any type, any body).
+    pub fn enqueue(&self, message_type: &str, body: &str) {
+        self.push(Pending {
+            message_type: message_type.to_owned(),
+            body: body.to_owned(),
+            tamper: None,
+        });
+    }
+
+    /// Queues a message that is damaged when delivered on the legacy path.
+    pub fn enqueue_tampered(&self, message_type: &str, body: &str, tamper: Tamper) {
+        self.push(Pending {
+            message_type: message_type.to_owned(),
+            body: body.to_owned(),
+            tamper: Some(tamper),
+        });
+    }
+
+    /// Queues a `JobCancellation` for `job_id`.
+    pub fn enqueue_cancellation(&self, job_id: &str) {
+        let body = json!({"jobId": job_id, "timeout": "00:05:00"});
+        self.enqueue("JobCancellation", &body.to_string());
+    }
+
+    /// From now on legacy polls answer `BrokerMigration` and messages are served by the broker.
+    pub fn migrate_to_broker(&self) {
+        self.inner().broker_mode = true;
+        self.wake.notify_waiters();
+    }
+
+    /// Queues a job for the legacy path (`PipelineAgentJobRequest`). The job's
+    /// `SystemVssConnection` endpoint is pointed at this service and a `requestId` assigned;
+    /// returns the job id.
+    pub fn enqueue_legacy_job(&self, mut job: Value) -> String {
+        let base = self.base_url();
+        set_system_connection(&mut job, &base);
+        let job_id = job_id_of(&job);
+        {
+            let mut inner = self.inner();
+            let request_id = inner.next_request_id;
+            inner.next_request_id += 1;
+            job["requestId"] = json!(request_id);
+            job["messageType"] = json!("PipelineAgentJobRequest");
+            inner.request_to_job.insert(request_id, job_id.clone());
+            inner.jobs.insert(
+                job_id.clone(),
+                JobRecord {
+                    acquired: true,
+                    ..JobRecord::default()
+                },
+            );
+        }
+        self.enqueue("PipelineAgentJobRequest", &job.to_string());
+        job_id
+    }
+
+    /// Queues a job for the broker path: a `RunnerJobRequest` reference whose job is held by
+    /// the run service until acquired. Returns the job id.
+    pub fn enqueue_broker_job(&self, mut job: Value) -> String {
+        let run = self.run_service_url();
+        set_system_connection(&mut job, &run);
+        job["messageType"] = json!("RunnerJobRequest");
+        job["requestId"] = json!(0);
+        let job_id = job_id_of(&job);
+        let runner_request_id = uuid::Uuid::new_v4().to_string();
+        let body = json!({
+            "id": job_id, "runner_request_id": runner_request_id, "should_acknowledge": true,
+            "run_service_url": run, "billing_owner_id": "O_local",
+        });
+        {
+            let mut inner = self.inner();
+            inner.pending_acquire.insert(runner_request_id, job);
+            inner.jobs.insert(job_id.clone(), JobRecord::default());
+        }
+        self.enqueue("RunnerJobRequest", &body.to_string());
+        job_id
+    }
+
+    /// Creates a session for `agent_id` as if another process held it (for conflict tests);
+    /// returns its id.
+    pub fn hold_session(&self, agent_id: u64) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.inner().sessions.insert(
+            id.clone(),
+            SessionRecord {
+                agent_id,
+                key: None,
+            },
+        );
+        id
+    }
+
+    /// Deletes a session server-side (it expired); its next poll fails.
+    pub fn expire_session(&self, session_id: &str) -> bool {
+        let removed = self.inner().sessions.remove(session_id).is_some();
+        self.wake.notify_waiters();
+        removed
+    }
+
+    /// Ids of the live sessions.
+    pub fn sessions(&self) -> Vec<String> {
+        self.inner().sessions.keys().cloned().collect()
+    }
+
+    /// What happened to a job so far.
+    pub fn job(&self, job_id: &str) -> Option<JobRecord> {
+        self.inner().jobs.get(job_id).cloned()
+    }
+
+    /// Every notable call so far.
+    pub fn events(&self) -> Vec<ProtocolEvent> {
+        self.inner().events.clone()
+    }
+
+    /// Messages not yet delivered.
+    pub fn queued(&self) -> usize {
+        self.inner().queue.len()
+    }
+
+    fn push(&self, pending: Pending) {
+        self.inner().queue.push_back(pending);
+        self.wake.notify_waiters();
+    }
+
+    pub(crate) fn record(&self, event: ProtocolEvent) {
+        self.inner().events.push(event);
+    }
+}
+
+/// The runner-facing routes.
+pub fn router(state: Arc<ProtocolState>) -> Router {
+    Router::new()
+        .merge(super::sessions::routes())
+        .merge(super::messages::routes())
+        .merge(super::jobs::routes())
+        .with_state(state)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') {
+        url.to_owned()
+    } else {
+        format!("{url}/")
+    }
+}
+
+fn job_id_of(job: &Value) -> String {
+    job.get("jobId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Points the job's `SystemVssConnection` at `url` with a job token (adding it if missing).
+fn set_system_connection(job: &mut Value, url: &str) {
+    if job.get("jobId").is_none() {
+        job["jobId"] = json!(uuid::Uuid::new_v4().to_string());
+    }
+    let endpoint = json!({
+        "name": "SystemVssConnection", "url": url,
+        "authorization": {"scheme": "OAuth", "parameters": {"AccessToken": "local-job-token"}},
+        "data": {}, "isShared": false, "isReady": true,
+    });
+    let resources = job
+        .as_object_mut()
+        .map(|o| o.entry("resources").or_insert_with(|| json!({})));
+    let Some(resources) = resources.and_then(Value::as_object_mut) else {
+        return;
+    };
+    let endpoints = resources.entry("endpoints").or_insert_with(|| json!([]));
+    if let Some(list) = endpoints.as_array_mut() {
+        list.retain(|e| {
+            !e.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case("SystemVssConnection"))
+        });
+        list.push(endpoint);
+    }
+}
+
+/// Whether the request carries a bearer token.
+pub(crate) fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| !t.trim().is_empty())
+}
+
+/// A VSS wrapped-exception response (legacy service errors).
+pub(crate) fn vss_error(status: StatusCode, type_key: &str, message: &str) -> Response {
+    let body = json!({
+        "$id": "1", "innerException": null, "message": message,
+        "typeName": format!("GitHub.DistributedTask.WebApi.{type_key}, Sdk"),
+        "typeKey": type_key, "errorCode": 0, "eventId": 3000,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A broker / run-service error document.
+pub(crate) fn broker_error(
+    status: StatusCode,
+    source: &str,
+    kind: &str,
+    message: &str,
+) -> Response {
+    let body = json!({
+        "source": source, "errorKind": kind, "statusCode": status.as_u16(), "errorMessage": message,
+    });
+    (status, axum::Json(body)).into_response()
+}
