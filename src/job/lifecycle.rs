@@ -24,9 +24,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::job::report::{CompletionAnnotation, StepResult};
 use crate::listener::backoff::{RenewDecision, RenewPolicy, Timings};
 use crate::protocol::TaskResult;
-use crate::protocol::lifecycle::{StepResult, VariableValue, WireAnnotation};
+use crate::protocol::lifecycle::VariableValue;
 
 /// A boxed error from another layer (the HTTP client or the executor).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,7 +42,7 @@ pub struct JobOutcome {
     /// Per-step results.
     pub step_results: Vec<StepResult>,
     /// Job-level annotations.
-    pub annotations: Vec<WireAnnotation>,
+    pub annotations: Vec<CompletionAnnotation>,
 }
 
 impl JobOutcome {

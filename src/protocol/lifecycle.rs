@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::events::{Annotation, AnnotationLevel};
+use crate::job::report::{CompletionAnnotation, StepResult};
 use crate::protocol::TaskResult;
 
 /// The lock token of legacy job-request calls: always the empty GUID.
@@ -88,122 +88,6 @@ pub struct VariableValue {
     pub is_secret: bool,
 }
 
-/// Step state (`TimelineRecordState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum StepStatus {
-    /// Not started.
-    #[serde(alias = "Pending")]
-    Pending,
-    /// Running.
-    #[serde(alias = "InProgress")]
-    InProgress,
-    /// Done.
-    #[serde(alias = "Completed")]
-    Completed,
-}
-
-/// One step's result in `completejob` (snake_case keys: explicit names in the official
-/// contract).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepResult {
-    /// The step's timeline record id.
-    pub external_id: String,
-    /// 1-based step number.
-    pub number: u32,
-    /// Display name.
-    pub name: String,
-    /// Action name, if an action step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action_name: Option<String>,
-    /// Action ref.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
-    pub git_ref: Option<String>,
-    /// Step type.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
-    pub step_type: Option<String>,
-    /// State.
-    pub status: StepStatus,
-    /// Result.
-    pub conclusion: TaskResult,
-    /// Start (`yyyy-MM-ddTHH:mm:ss.fffZ`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    /// End.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
-    /// Where the finished log is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_log_url: Option<String>,
-    /// Number of log lines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_log_lines: Option<u64>,
-    /// The step's annotations.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub annotations: Vec<WireAnnotation>,
-}
-
-/// An annotation as `completejob` wants it (camelCase).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WireAnnotation {
-    /// `notice`, `warning` or `failure`.
-    pub level: String,
-    /// The text.
-    pub message: String,
-    /// Optional title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// Raw details.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw_details: Option<String>,
-    /// Workspace-relative file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Runner-side failure.
-    #[serde(default)]
-    pub is_infrastructure_issue: bool,
-    /// Start line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_line: Option<u32>,
-    /// End line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_line: Option<u32>,
-    /// Start column.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_column: Option<u32>,
-    /// End column.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_column: Option<u32>,
-    /// The step that raised it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_number: Option<u32>,
-}
-
-impl WireAnnotation {
-    /// Converts a runtime annotation; `step_number` is the raising step, if known.
-    pub fn from_annotation(annotation: &Annotation, step_number: Option<u32>) -> WireAnnotation {
-        let level = match annotation.level {
-            AnnotationLevel::Error => "failure",
-            AnnotationLevel::Warning => "warning",
-            AnnotationLevel::Notice => "notice",
-        };
-        WireAnnotation {
-            level: level.to_owned(),
-            message: annotation.message.clone(),
-            title: annotation.title.clone(),
-            raw_details: None,
-            path: annotation.file.clone(),
-            is_infrastructure_issue: false,
-            start_line: annotation.line,
-            end_line: annotation.end_line,
-            start_column: annotation.col,
-            end_column: annotation.end_col,
-            step_number,
-        }
-    }
-}
-
 /// `POST {systemVssUrl}completejob`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -217,12 +101,12 @@ pub struct CompleteJobRequest {
     /// Job outputs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, VariableValue>,
-    /// Per-step results.
+    /// Per-step results (snake_case keys; built by the reporter).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub step_results: Vec<StepResult>,
-    /// Job-level annotations.
+    /// Every annotation of the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub annotations: Vec<WireAnnotation>,
+    pub annotations: Vec<CompletionAnnotation>,
     /// Deployment environment URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_url: Option<String>,
@@ -339,18 +223,14 @@ mod tests {
                 },
             )]),
             step_results: vec![StepResult {
-                external_id: "s".into(),
+                external_id: uuid::Uuid::nil(),
                 number: 1,
                 name: "Run make".into(),
-                action_name: None,
-                git_ref: None,
-                step_type: None,
-                status: StepStatus::Completed,
-                conclusion: TaskResult::Failed,
+                status: "completed".into(),
+                conclusion: Some(TaskResult::Failed),
                 started_at: Some("2026-07-01T12:00:01.123Z".into()),
                 completed_at: None,
-                completed_log_url: None,
-                completed_log_lines: Some(3),
+                completed_log_lines: 3,
                 annotations: vec![],
             }],
             annotations: vec![],
@@ -360,32 +240,12 @@ mod tests {
         };
         let v = serde_json::to_value(&body).unwrap();
         assert_eq!(v["planId"], "p");
+        assert_eq!(v["conclusion"], "succeeded");
         assert_eq!(v["outputs"]["result"]["isSecret"], false);
-        assert_eq!(v["stepResults"][0]["external_id"], "s");
         assert_eq!(v["stepResults"][0]["completed_log_lines"], 3);
-        assert_eq!(v["stepResults"][0]["status"], "completed");
         assert_eq!(v["stepResults"][0]["conclusion"], "failed");
         assert!(v.get("annotations").is_none());
-        assert!(v["stepResults"][0].get("completed_at").is_none());
-    }
-
-    #[test]
-    fn annotation_levels_use_the_wire_words() {
-        let a = Annotation {
-            level: AnnotationLevel::Error,
-            message: "boom".into(),
-            title: None,
-            file: Some("src/a.c".into()),
-            line: Some(3),
-            end_line: None,
-            col: None,
-            end_col: None,
-        };
-        let v = serde_json::to_value(WireAnnotation::from_annotation(&a, Some(1))).unwrap();
-        assert_eq!(v["level"], "failure");
-        assert_eq!(v["path"], "src/a.c");
-        assert_eq!(v["startLine"], 3);
-        assert_eq!(v["stepNumber"], 1);
+        assert!(v.get("billingOwnerId").is_none());
     }
 
     #[test]
