@@ -1,7 +1,50 @@
 #!/usr/bin/env bash
-# The project's test command (README): installs what the tests need, then runs every check.
+# The project's test command (see README): installs what the tests need, then runs every check:
+# formatting, clippy with -D warnings, and the whole test suite, including the VM end-to-end
+# tests that boot the tiny image under QEMU (TCG).
+#
+#   tests/run-all.sh            # everything
+#   GHRUNNER_VM_CONFORMANCE_DIR=/path/to/actions-languageservices tests/run-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages the tests need (the tiny image is built from them, offline).
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static dropbear-bin linux-image-amd64 passt
+          cpio libssl-dev pkg-config iproute2 openssh-client e2fsprogs)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! command -v apt-get >/dev/null; then
+    echo "error: apt-get not found; install these packages yourself: ${missing[*]}" >&2
+    exit 1
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+# GitHub's expression corpus must be present: the conformance test reads it from here.
+corpus="${GHRUNNER_VM_CONFORMANCE_DIR:-$PWD/../shared/conformance/actions-languageservices}"
+if [ ! -d "$corpus/expressions" ]; then
+  echo "error: the expression conformance corpus is missing at $corpus/expressions" >&2
+  echo "       (set GHRUNNER_VM_CONFORMANCE_DIR to the actions-languageservices directory)" >&2
+  exit 1
+fi
+export GHRUNNER_VM_CONFORMANCE_DIR="$corpus"
+
+# KVM hangs on some hosts with broken nested virtualisation; the runner probes for that, and the
+# tests force TCG unless told otherwise so that a broken KVM cannot stall them.
+export GHRUNNER_VM_ACCEL="${GHRUNNER_VM_ACCEL:-tcg}"
+
+echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+echo "==> cargo test"
 cargo test --all-targets
+cargo test --doc
