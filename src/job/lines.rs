@@ -38,7 +38,8 @@ impl LineAssembler {
     pub fn push(&mut self, chunk: &[u8], masker: &SecretMasker) -> Vec<String> {
         let mut lines = Vec::new();
         let mut rest = chunk;
-        if self.after_cr {
+        // An empty chunk must not forget a pending `\r`: its `\n` may come in the next one.
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let Some(stripped) = rest.strip_prefix(b"\n") {
                 rest = stripped;
