@@ -198,9 +198,9 @@ impl<'a> TemplateEvaluator<'a> {
         token: &TemplateToken,
     ) -> Result<Vec<(String, String)>, TemplateError> {
         let mut entries: Vec<(String, String)> = Vec::new();
-        for (key, value) in self.mapping_pairs(token, 0)? {
+        for (key, value, at) in self.mapping_pairs(token, 0)? {
             let value = scalar_to_string(value).map_err(|found| TemplateError::WrongType {
-                location: self.location(token),
+                location: self.location(at),
                 expected: "string",
                 found,
             })?;
@@ -262,7 +262,7 @@ impl<'a> TemplateEvaluator<'a> {
             }
             TokenKind::Mapping(_) => {
                 let mut object = Object::new();
-                for (k, v) in self.mapping_pairs(token, depth)? {
+                for (k, v, _) in self.mapping_pairs(token, depth)? {
                     object.insert(k, v);
                 }
                 Value::Object(object)
@@ -271,19 +271,19 @@ impl<'a> TemplateEvaluator<'a> {
     }
 
     /// The evaluated pairs of a mapping token (or of an expression yielding an object), in
-    /// order, with inserts spliced.
-    fn mapping_pairs(
+    /// order, with inserts spliced; each with the token its value came from (for locations).
+    fn mapping_pairs<'t>(
         &self,
-        token: &TemplateToken,
+        token: &'t TemplateToken,
         depth: usize,
-    ) -> Result<Vec<(String, Value)>, TemplateError> {
+    ) -> Result<Vec<(String, Value, &'t TemplateToken)>, TemplateError> {
         let pairs = match &token.kind {
             TokenKind::Mapping(pairs) => pairs,
             TokenKind::BasicExpression(expr) => {
                 return match self.expression(token, expr)? {
                     Value::Object(object) => Ok(object
                         .iter()
-                        .map(|(k, v)| (k.to_owned(), v.clone()))
+                        .map(|(k, v)| (k.to_owned(), v.clone(), token))
                         .collect()),
                     other => Err(self.wrong_type(token, "mapping", &other)),
                 };
@@ -301,7 +301,7 @@ impl<'a> TemplateEvaluator<'a> {
             if let TokenKind::InsertExpression(_) = key.kind {
                 match self.evaluate_at(value, depth + 1)? {
                     Value::Object(object) => {
-                        out.extend(object.iter().map(|(k, v)| (k.to_owned(), v.clone())))
+                        out.extend(object.iter().map(|(k, v)| (k.to_owned(), v.clone(), value)))
                     }
                     _ => {
                         return Err(TemplateError::BadInsert {
@@ -329,7 +329,7 @@ impl<'a> TemplateEvaluator<'a> {
                     });
                 }
             };
-            out.push((key_text, self.evaluate_at(value, depth + 1)?));
+            out.push((key_text, self.evaluate_at(value, depth + 1)?, value));
         }
         Ok(out)
     }

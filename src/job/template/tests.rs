@@ -265,3 +265,15 @@ fn unknown_contexts_report_the_engine_message_with_location() {
         assert!(message.to_lowercase().contains("nope"), "{message}");
     });
 }
+
+#[test]
+fn string_map_errors_point_at_the_offending_value() {
+    with_evaluator(|e| {
+        let env = token(json!({"type": 2, "map": [
+            {"Key": "OK", "Value": "x"},
+            {"Key": "BAD", "Value": {"type": 1, "seq": [], "file": 1, "line": 14, "col": 17}}]}));
+        let err = e.evaluate_string_map(&env).expect_err("sequence value");
+        assert_eq!(err.location().line, Some(14));
+        assert_eq!(err.location().col, Some(17));
+    });
+}
