@@ -191,8 +191,7 @@ build() {
     mkfs.ext4 -q -F -L ghrunner-root -E root_owner=0:0 -d "$ROOT" "$out/disk.raw" "${size}M"
 
     step "qcow2 template"
-    qemu-img convert -p -f raw -O qcow2 "$out/disk.raw" "$out/disk.qcow2" | tr '\r' '\n' |
-        awk 'NF { print "    " $0 }' | uniq
+    qemu-img convert -f raw -O qcow2 "$out/disk.raw" "$out/disk.qcow2"
     rm -f "$out/disk.raw"
     echo "    $(du -h "$out/disk.qcow2" | cut -f1) disk.qcow2 (virtual ${size} MiB)"
 

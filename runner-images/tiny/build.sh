@@ -82,7 +82,7 @@ check() {
         echo "MISSING linux-image-amd64 no /boot/vmlinuz-<version> with a matching /lib/modules/<version>"
         missing=1
     elif [ ! -f "$kernel" ]; then
-        echo "MISSING linux-image-amd64 kernel $kernel does not exist"
+        echo "MISSING linux-image-amd64 kernel $kernel${GHRUNNER_TINY_KERNEL:+ (from GHRUNNER_TINY_KERNEL)} does not exist"
         missing=1
     elif [ ! -r "$kernel" ]; then
         echo "MISSING linux-image-amd64 kernel $kernel is not readable by this user (run as root or make it readable)"

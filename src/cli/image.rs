@@ -74,26 +74,39 @@ async fn build(args: ImageBuildArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     .context("the image build thread failed")?;
     on_interrupt.abort();
     let image = result?;
-    println!(
-        "image {} ready in {} (kernel {}, user {}, shell {})",
+    print_out(&format!(
+        "image {} ready in {} (kernel {}, user {}, shell {})\n",
         image.manifest.name,
         image.dir.display(),
         image.manifest.kernel.as_deref().unwrap_or("-"),
         image.manifest.user,
         image.manifest.shell
-    );
+    ))?;
     Ok(ExitStatus::Success)
 }
 
 /// `[  12.3s] ==> step`, `[  12.3s]     detail`; stderr lines of the recipe go to stderr.
+/// Output errors (a closed pipe) are ignored: the build goes on and reports its outcome.
 fn print_progress(p: &Progress) {
     let stamp = format!("[{:>6.1}s]", p.elapsed.as_secs_f64());
-    match p.kind {
-        ProgressKind::Step => println!("{stamp} ==> {}", p.text),
-        ProgressKind::Detail => println!("{stamp} {}", p.text),
-        ProgressKind::Stderr => eprintln!("{stamp} {}", p.text),
-    }
+    let _ = match p.kind {
+        ProgressKind::Step => writeln!(std::io::stdout(), "{stamp} ==> {}", p.text),
+        ProgressKind::Detail => writeln!(std::io::stdout(), "{stamp} {}", p.text),
+        ProgressKind::Stderr => writeln!(std::io::stderr(), "{stamp} {}", p.text),
+    };
     let _ = std::io::stdout().flush();
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn list(args: ImageListArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -101,15 +114,15 @@ fn list(args: ImageListArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> 
     let labels = labelled_images(&runner_dir)?;
     let listed = crate::image::list::list(&runner_dir.join("images"), &labels);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listed)?);
+        print_out(&format!("{}\n", serde_json::to_string_pretty(&listed)?))?;
     } else if listed.is_empty() {
-        println!(
+        print_out(&format!(
             "no images in {} and none registered to labels; build one with \
-             `ghrunner-vm image build tiny`",
+             `ghrunner-vm image build tiny`\n",
             runner_dir.join("images").display()
-        );
+        ))?;
     } else {
-        print!("{}", render_table(&listed));
+        print_out(&render_table(&listed))?;
     }
     Ok(ExitStatus::Success)
 }
@@ -137,8 +150,10 @@ fn labelled_images(runner_dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf
         .collect())
 }
 
+/// Columns NAME, LABELS, USER, SHELL, BUILT, DIR; an unusable image gets its error on the
+/// next line.
 fn render_table(listed: &[ListedImage]) -> String {
-    let rows: Vec<[String; 5]> = listed
+    let rows: Vec<[String; 6]> = listed
         .iter()
         .map(|l| {
             let labels = if l.labels.is_empty() {
@@ -146,40 +161,48 @@ fn render_table(listed: &[ListedImage]) -> String {
             } else {
                 l.labels.join(",")
             };
-            match (&l.manifest, &l.error) {
-                (Some(m), _) => [
+            let dir = l.dir.display().to_string();
+            match &l.manifest {
+                Some(m) => [
                     m.name.clone(),
                     labels,
-                    format!("{} {}", m.user, m.shell),
+                    m.user.clone(),
+                    m.shell.clone(),
                     m.built_at.clone().unwrap_or_else(|| "-".into()),
-                    l.dir.display().to_string(),
+                    dir,
                 ],
-                (None, error) => [
+                None => [
                     "(unusable)".into(),
                     labels,
-                    error.clone().unwrap_or_default(),
                     "-".into(),
-                    l.dir.display().to_string(),
+                    "-".into(),
+                    "-".into(),
+                    dir,
                 ],
             }
         })
         .collect();
-    let header = ["NAME", "LABELS", "USER/SHELL", "BUILT", "DIR"].map(String::from);
+    let header = ["NAME", "LABELS", "USER", "SHELL", "BUILT", "DIR"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    let line = |row: &[String; 6]| {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
+        format!("{}\n", cells.join("  ").trim_end())
+    };
+    let mut out = line(&header);
+    for (row, listed) in rows.iter().zip(listed) {
+        out.push_str(&line(row));
+        if let Some(error) = &listed.error {
+            out.push_str(&format!("    error: {error}\n"));
+        }
     }
     out
 }
@@ -216,11 +239,9 @@ mod tests {
         assert!(lines[0].starts_with("NAME"), "{table}");
         assert!(lines[1].starts_with("(unusable)"), "{table}");
         // Columns line up: each cell starts where its header does.
-        for (header, cell) in [
-            ("LABELS", "a,b"),
-            ("USER/SHELL", "reading /x/manifest.json"),
-        ] {
+        for (header, cell) in [("LABELS", "a,b"), ("DIR", "/x")] {
             assert_eq!(lines[0].find(header), lines[1].find(cell), "{table}");
         }
+        assert_eq!(lines[2], "    error: reading /x/manifest.json failed");
     }
 }
