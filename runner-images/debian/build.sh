@@ -140,6 +140,10 @@ EOF
     install -m 0644 "$RECIPE_DIR/ghrunner-guest.service" \
         "$ROOT/etc/systemd/system/ghrunner-guest.service"
     in_root systemctl enable ghrunner-guest.service
+    # A CI guest needs no graphical target and no periodic maintenance jobs.
+    in_root systemctl set-default multi-user.target
+    in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+        e2scrub_all.timer fstrim.timer
     # No login prompt on the serial console: it carries the contract lines.
     ln -sf /dev/null "$ROOT/etc/systemd/system/serial-getty@ttyS0.service"
 
