@@ -17,6 +17,7 @@ use ghrunner_vm::expr::{EvalContext, JobStatus, Object, Value};
 use ghrunner_vm::job::plan::{JobPlan, RunnerFacts, StepKind, github_runner_env, set_env};
 use ghrunner_vm::job::script::{ScriptRequest, render_step};
 use ghrunner_vm::job::template::TemplateEvaluator;
+use ghrunner_vm::localsvc::workflow::{CompileRequest, JobIds, compile_job};
 use ghrunner_vm::protocol::AgentJobRequestMessage;
 
 /// Environment variable that rewrites the golden files instead of comparing.
@@ -185,7 +186,11 @@ fn report(fixture: &Path) -> Json {
     let text = std::fs::read_to_string(fixture).expect("fixture readable");
     let message = AgentJobRequestMessage::from_json_str(&text)
         .unwrap_or_else(|e| panic!("{} does not decode: {e}", fixture.display()));
-    let plan = match JobPlan::new(&message, &facts(fixture)) {
+    report_message(&message, &facts(fixture))
+}
+
+fn report_message(message: &AgentJobRequestMessage, facts: &RunnerFacts) -> Json {
+    let plan = match JobPlan::new(message, facts) {
         Ok(plan) => plan,
         Err(e) => return json!({ "plan_error": e.to_string() }),
     };
@@ -223,6 +228,39 @@ fn report(fixture: &Path) -> Json {
     })
 }
 
+/// Compares `actual` with the golden file `name` (or rewrites it when blessing); returns a
+/// mismatch description.
+fn check_golden(name: &str, actual: &Json) -> Option<String> {
+    let golden = root().join("tests/golden").join(format!("{name}.json"));
+    let actual = serde_json::to_string_pretty(actual).expect("report serializes") + "\n";
+    if std::env::var_os(BLESS_VAR).is_some() {
+        std::fs::create_dir_all(golden.parent().expect("golden folder")).expect("golden folder");
+        std::fs::write(&golden, &actual).expect("golden written");
+        return None;
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+        panic!(
+            "golden {} is missing; run with {BLESS_VAR}=1 and review it",
+            golden.display()
+        )
+    });
+    if expected == actual {
+        return None;
+    }
+    let line = expected
+        .lines()
+        .zip(actual.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.lines().count().min(actual.lines().count()))
+        + 1;
+    Some(format!(
+        "{} differs at line {line}:\n  golden: {}\n  actual: {}",
+        golden.display(),
+        expected.lines().nth(line - 1).unwrap_or("<end>"),
+        actual.lines().nth(line - 1).unwrap_or("<end>")
+    ))
+}
+
 #[test]
 fn job_fixtures_round_trip_through_serialization() {
     for fixture in fixtures() {
@@ -242,48 +280,74 @@ fn job_fixtures_round_trip_through_serialization() {
 
 #[test]
 fn plans_match_the_reviewed_goldens() {
-    let bless = std::env::var_os(BLESS_VAR).is_some();
-    let golden_dir = root().join("tests/golden");
-    let mut mismatches = Vec::new();
-    for fixture in fixtures() {
-        let stem = fixture
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("fixture");
-        let golden = golden_dir.join(format!("{stem}.json"));
-        let actual =
-            serde_json::to_string_pretty(&report(&fixture)).expect("report serializes") + "\n";
-        if bless {
-            std::fs::create_dir_all(&golden_dir).expect("golden folder");
-            std::fs::write(&golden, &actual).expect("golden written");
-            continue;
-        }
-        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
-            panic!(
-                "golden {} is missing; run with {BLESS_VAR}=1 and review it",
-                golden.display()
-            )
-        });
-        if expected != actual {
-            let line = expected
-                .lines()
-                .zip(actual.lines())
-                .position(|(a, b)| a != b)
-                .map_or(expected.lines().count().min(actual.lines().count()), |i| i)
-                + 1;
-            mismatches.push(format!(
-                "{} differs from its golden at line {line}:\n  golden: {}\n  actual: {}",
-                fixture.display(),
-                expected.lines().nth(line - 1).unwrap_or("<end>"),
-                actual.lines().nth(line - 1).unwrap_or("<end>")
-            ));
-        }
-    }
+    let mismatches: Vec<String> = fixtures()
+        .iter()
+        .filter_map(|fixture| {
+            let stem = fixture
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("fixture");
+            check_golden(stem, &report(fixture))
+        })
+        .collect();
     assert!(
         mismatches.is_empty(),
         "{}\n(rerun with {BLESS_VAR}=1 if the change is intended, and review the diff)",
         mismatches.join("\n")
     );
+}
+
+/// The demo workflow (`examples/hello.yml`) compiled by the local service's compiler, planned
+/// and rendered: the whole YAML → message → plan → script path.
+#[test]
+fn demo_workflow_compiles_plans_and_matches_its_golden() {
+    let path = root().join("examples/hello.yml");
+    let yaml = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is missing: {e}", path.display()));
+    let github = json!({
+        "repository": "octo-org/hello", "repository_owner": "octo-org", "run_id": "1",
+        "run_number": "1", "sha": "0000000000000000000000000000000000000001",
+        "ref": "refs/heads/main", "event_name": "push", "workflow": "hello",
+        "server_url": "http://127.0.0.1:8080", "api_url": "http://127.0.0.1:8080/api/v3",
+        "event": {"ref": "refs/heads/main"}
+    });
+    let secrets = vec![("DEMO_TOKEN".to_owned(), "demo-s3cret-value".to_owned())];
+    let compiled = compile_job(&CompileRequest {
+        yaml: &yaml,
+        file_name: ".github/workflows/hello.yml",
+        job: "hello",
+        github: &github,
+        secrets: &secrets,
+        vars: &[],
+        github_token: "ghs_LOCALFAKE",
+        service_url: "http://127.0.0.1:8080/",
+        access_token: "eyJhbGciOiJub25lIn0.eyJsb2NhbCI6dHJ1ZX0.",
+        ids: JobIds {
+            plan_id: uuid::Uuid::from_u128(0x11),
+            timeline_id: uuid::Uuid::from_u128(0x22),
+            job_id: uuid::Uuid::from_u128(0x33),
+            request_id: 1,
+        },
+    })
+    .unwrap_or_else(|e| panic!("the demo workflow does not compile: {e}"));
+    assert_eq!(compiled.runs_on, ["self-hosted", "tiny"]);
+    let facts = RunnerFacts {
+        runner_name: "golden-runner".into(),
+        os: "Linux".into(),
+        arch: "X64".into(),
+        work_dir: "/work".into(),
+        has_bash: false,
+    };
+    let report = json!({
+        "runs_on": compiled.runs_on,
+        "message": compiled.message,
+        "plan": report_message(&compiled.message, &facts),
+    });
+    if let Some(mismatch) = check_golden("workflow-hello", &report) {
+        panic!(
+            "{mismatch}\n(rerun with {BLESS_VAR}=1 if the change is intended, and review the diff)"
+        );
+    }
 }
 
 #[test]

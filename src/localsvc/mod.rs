@@ -4,6 +4,6 @@
 
 mod jobs;
 mod messages;
-mod sessions;
 pub mod protocol;
+mod sessions;
 pub mod workflow;

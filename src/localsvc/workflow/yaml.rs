@@ -208,7 +208,8 @@ impl MarkedEventReceiver for Builder {
                 self.stack.push((node, anchor));
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, anchor)) = self.stack.pop() {
+                if let Some((mut node, anchor)) = self.stack.pop() {
+                    start_at_first_child(&mut node);
                     self.push_value(node, anchor);
                 }
             }
@@ -226,6 +227,21 @@ impl MarkedEventReceiver for Builder {
             },
             _ => {}
         }
+    }
+}
+
+/// The parser marks a block collection where its first value begins; a collection starts at
+/// its first key or item, as the service's reader reports it.
+fn start_at_first_child(node: &mut Node) {
+    let first = match node {
+        Node::Mapping { pairs, .. } => pairs.first().map(|(k, _)| k.mark()),
+        Node::Sequence { items, .. } => items.first().map(Node::mark),
+        Node::Scalar { .. } => None,
+    };
+    if let (Some(first), Node::Mapping { mark, .. } | Node::Sequence { mark, .. }) = (first, node)
+        && (first.line, first.col) < (mark.line, mark.col)
+    {
+        *mark = first;
     }
 }
 
@@ -255,7 +271,7 @@ mod tests {
         let Node::Mapping { pairs, mark } = &doc else {
             panic!("mapping")
         };
-        assert_eq!(mark.line, 1);
+        assert_eq!(*mark, Mark { line: 1, col: 1 });
         let keys: Vec<_> = pairs.iter().filter_map(|(k, _)| k.as_scalar()).collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert_eq!(doc.get("a").map(Node::mark), Some(Mark { line: 1, col: 4 }));
