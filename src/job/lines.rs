@@ -142,6 +142,7 @@ mod tests {
             assemble(&[b"one\r", b"two\n"]),
             ["one", "two"].map(String::from)
         );
+        assert_eq!(assemble(&[b"one\r", b"", b"\n"]), ["one"]);
     }
 
     #[test]
