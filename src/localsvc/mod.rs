@@ -1,9 +1,285 @@
 //! An embedded, GHES-compatible GitHub Actions service on 127.0.0.1, following the real
 //! protocol shapes. Tests use it as the fake GitHub (with fault injection and a request
 //! recorder); the demo runs a real job through it.
+//!
+//! URL layout (GHES style, so `--url {url}/owner/repo` works unchanged):
+//!
+//! ```text
+//! {url}/api/v3/...                      GitHub REST: runner-registration, runner-admin
+//! {url}/_services/pipelines/            the legacy Actions service ("tenant", serverUrl)
+//!   _apis/connectionData, _apis/distributedtask/pools[/{id}/agents[/{id}]]
+//!   _apis/oauth2/token                  token endpoint; verifies the client-assertion JWT
+//! {url}/_services/broker/               ServerUrlV2 handed to runner-admin registrations
+//! ```
+//!
+//! Layout: one file per area (`registration.rs`, `oauth.rs`; later `sessions.rs`,
+//! `messages.rs`, `jobs.rs`, `reporting.rs`), each exposing `routes() -> Router<Shared>` merged
+//! in [`router`]. State is [`state::State`] behind [`state::Shared`]. Every request passes the
+//! recorder, then the fault injector, then its handler:
+//!
+//! ```text
+//! TCP accept ─► hyper conn (+ConnectionKill) ─► record ─► inject faults ─► area handler
+//! ```
 
+// Handlers return an early `Response` as their error, the idiomatic axum shape; its size is
+// irrelevant for a test service.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::protocol::registration::TaskAgentPool;
+
+pub mod faults;
 mod jobs;
 mod messages;
+pub mod oauth;
 pub mod protocol;
+pub mod recorder;
+pub mod registration;
 mod sessions;
+pub mod state;
 pub mod workflow;
+
+pub use faults::{Fault, FaultAction};
+pub use recorder::RecordedRequest;
+pub use state::{Shared, State};
+
+/// Path of the legacy Actions service under the base URL (ends in `/`).
+pub const TENANT_PATH: &str = "_services/pipelines/";
+/// Path of the broker under the base URL (ends in `/`).
+pub const BROKER_PATH: &str = "_services/broker/";
+/// Default valid registration token.
+pub const DEFAULT_REGISTRATION_TOKEN: &str = "LOCAL-REGISTRATION-TOKEN";
+/// Default valid remove token.
+pub const DEFAULT_REMOVE_TOKEN: &str = "LOCAL-REMOVE-TOKEN";
+/// Default lifetime of issued access tokens.
+pub const DEFAULT_ACCESS_TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// How the local service behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalServiceConfig {
+    /// Registration tokens `runner-registration` and runner-admin calls accept.
+    pub registration_tokens: Vec<String>,
+    /// Remove tokens accepted for `runner_event: remove` and runner deletion.
+    pub remove_tokens: Vec<String>,
+    /// Answer `use_v2_flow: true` (runner-admin registration).
+    pub use_v2_flow: bool,
+    /// Value of the agent property `RequireFipsCryptography` (`None` = property absent, which
+    /// makes the runner default to PS256).
+    pub require_fips: Option<bool>,
+    /// Runner groups; the one with `is_internal` is the default.
+    pub pools: Vec<TaskAgentPool>,
+    /// `expires_in` of issued access tokens.
+    pub access_token_lifetime_secs: u64,
+}
+
+impl Default for LocalServiceConfig {
+    fn default() -> Self {
+        LocalServiceConfig {
+            registration_tokens: vec![DEFAULT_REGISTRATION_TOKEN.to_owned()],
+            remove_tokens: vec![DEFAULT_REMOVE_TOKEN.to_owned()],
+            use_v2_flow: false,
+            require_fips: Some(false),
+            pools: vec![pool(1, "Default", true), pool(2, "gpu-runners", false)],
+            access_token_lifetime_secs: DEFAULT_ACCESS_TOKEN_LIFETIME_SECS,
+        }
+    }
+}
+
+fn pool(id: u64, name: &str, internal: bool) -> TaskAgentPool {
+    TaskAgentPool {
+        id,
+        name: name.to_owned(),
+        is_hosted: false,
+        is_internal: internal,
+        pool_type: Some(serde_json::Value::from("automation")),
+        size: Some(0),
+    }
+}
+
+/// The full router: every area, behind the recorder and the fault injector.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .merge(registration::routes())
+        .merge(oauth::routes())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            faults::inject,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            recorder::record,
+        ))
+        .with_state(shared)
+}
+
+async fn not_found() -> Response {
+    rest_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// A running local service. Dropping it stops the server.
+#[derive(Debug)]
+pub struct LocalService {
+    addr: SocketAddr,
+    shared: Shared,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LocalService {
+    /// Starts the service on `127.0.0.1:0`.
+    pub async fn start(config: LocalServiceConfig) -> std::io::Result<LocalService> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Shared::new(State::new(config, format!("http://{addr}")));
+        let cancel = CancellationToken::new();
+        let app = router(shared.clone());
+        let task = tokio::spawn(accept_loop(listener, app, cancel.clone()));
+        tracing::debug!(%addr, "local service started");
+        Ok(LocalService {
+            addr,
+            shared,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A repository URL on this service (`--url` for register).
+    pub fn repo_url(&self, owner: &str, repo: &str) -> String {
+        format!("{}/{owner}/{repo}", self.url())
+    }
+
+    /// An organisation URL on this service.
+    pub fn org_url(&self, org: &str) -> String {
+        format!("{}/{org}", self.url())
+    }
+
+    /// The legacy service URL (`serverUrl`), ending in `/`.
+    pub fn tenant_url(&self) -> String {
+        self.shared.lock().tenant_url()
+    }
+
+    /// The shared state, to inspect or script it.
+    pub fn state(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    /// A copy of every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Adds a fault rule.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault.into_rule());
+    }
+
+    /// Stops accepting and closes every connection.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LocalService {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: Router, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::debug!(error = %err, "local service accept failed");
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(serve_connection(stream, app.clone(), cancel.clone()));
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, app: Router, cancel: CancellationToken) {
+    let kill = Arc::new(tokio::sync::Notify::new());
+    let kill_handle = faults::ConnectionKill(kill.clone());
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(kill_handle.clone());
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = kill.notified() => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// The `Authorization` header's credential after `scheme ` (case-insensitive scheme).
+pub fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (given, credential) = value.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| credential.trim())
+}
+
+/// A GitHub REST error: `{"message": ..., "documentation_url": ...}`.
+pub fn rest_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "message": message,
+        "documentation_url": "https://docs.github.com/rest",
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A VSS `WrappedException` error.
+pub fn vss_error(status: StatusCode, type_key: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "$id": "1",
+        "innerException": null,
+        "message": message,
+        "typeName": format!("GitHub.DistributedTask.WebApi.{type_key}, Sdk"),
+        "typeKey": type_key,
+        "errorCode": 0,
+        "eventId": 3000,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A random opaque token.
+pub fn random_token() -> String {
+    use rand::Rng as _;
+    let bytes: [u8; 24] = rand::thread_rng().r#gen();
+    hex::encode(bytes)
+}

@@ -1,0 +1,353 @@
+//! The shared HTTP client: one reqwest client (rustls) that always sends a User-Agent, retries
+//! retryable failures with a short jittered back-off, turns non-success answers into
+//! [`ClientError::Status`] (decoding VSS `WrappedException`, GitHub REST and OAuth error bodies),
+//! and attaches the runner's OAuth token with one refresh after a 401.
+//!
+//! Requests and headers are never logged (they carry tokens); only method, URL and status are.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Method, Request, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::auth::TokenProvider;
+use super::{ClientError, RUNNER_VERSION, is_retryable_status};
+use crate::protocol::lenient;
+use crate::protocol::vss::WrappedException;
+
+/// Time allowed to establish a TCP/TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time allowed for a whole request (the official VSS client's 100 s); long polls set
+/// their own per-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
+/// Longest error-body excerpt kept in a [`ClientError::Status`] message.
+const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total (1 = no retry).
+    pub attempts: u32,
+    /// Shortest pause between attempts.
+    pub min_delay: Duration,
+    /// Longest pause between attempts.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The registration REST policy (§8): 3 attempts with a short jittered pause.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: 3,
+        min_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(2),
+    };
+    /// No retries.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        min_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+    };
+
+    /// A random pause in `min_delay..=max_delay`.
+    pub fn delay(&self) -> Duration {
+        if self.max_delay <= self.min_delay {
+            return self.min_delay;
+        }
+        rand::thread_rng().gen_range(self.min_delay..=self.max_delay)
+    }
+}
+
+/// The User-Agent: `GitHubActionsRunner-<OS>-<ARCH>/<version> ghrunner-vm/<crate version>`.
+/// GitHub's answers depend on one being present (protocol §0.4).
+pub fn user_agent() -> String {
+    let os = match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "OSX",
+        "windows" => "Windows",
+        other => other,
+    };
+    format!(
+        "GitHubActionsRunner-{os}-{}/{RUNNER_VERSION} ghrunner-vm/{}",
+        runner_arch(),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The runner architecture label: `X64`, `X86`, `ARM64` or `ARM`.
+pub fn runner_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "X64",
+        "x86" => "X86",
+        "aarch64" => "ARM64",
+        "arm" => "ARM",
+        other => other,
+    }
+}
+
+/// The shared HTTP client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    retry: RetryPolicy,
+}
+
+impl HttpClient {
+    /// A client with the default User-Agent, timeouts and retry policy.
+    pub fn new() -> Result<Self, ClientError> {
+        Self::with_retry(RetryPolicy::DEFAULT)
+    }
+
+    /// A client with a custom retry policy.
+    pub fn with_retry(retry: RetryPolicy) -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .user_agent(user_agent())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(HttpClient { client, retry })
+    }
+
+    /// The underlying reqwest client, to start building a request.
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// A request builder for `method url`.
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Sends a request, retrying transport failures and retryable statuses; returns the last
+    /// response whatever its status. A body that cannot be cloned (a stream) is sent once.
+    pub async fn execute(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        Ok(self.execute_with_method(request).await?.1)
+    }
+
+    async fn execute_with_method(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<(Method, Response), ClientError> {
+        let request = request.build().map_err(|source| ClientError::Transport {
+            method: Method::GET,
+            url: String::from("<invalid request>"),
+            source,
+        })?;
+        let mut attempt = 1;
+        loop {
+            let retryable = attempt < self.retry.attempts;
+            let this = match request.try_clone() {
+                Some(copy) if retryable => copy,
+                _ => {
+                    let method = request.method().clone();
+                    return Ok((method, self.execute_once(request).await?));
+                }
+            };
+            match self.execute_once(this).await {
+                Ok(resp) if !is_retryable_status(resp.status()) => {
+                    return Ok((request.method().clone(), resp));
+                }
+                Err(err) if !err.is_retryable() => return Err(err),
+                outcome => {
+                    let status = outcome.as_ref().ok().map(|r| r.status().as_u16());
+                    tracing::debug!(
+                        method = %request.method(), url = %request.url(), attempt, ?status,
+                        "retrying request"
+                    );
+                }
+            }
+            tokio::time::sleep(self.retry.delay()).await;
+            attempt += 1;
+        }
+    }
+
+    async fn execute_once(&self, request: Request) -> Result<Response, ClientError> {
+        let method = request.method().clone();
+        let url = redact_url(request.url());
+        match self.client.execute(request).await {
+            Ok(resp) => {
+                tracing::debug!(%method, %url, status = resp.status().as_u16(), "http response");
+                Ok(resp)
+            }
+            Err(source) => Err(classify(method, url, source)),
+        }
+    }
+
+    /// Sends a request (with retries) and fails on a non-success status.
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let (method, resp) = self.execute_with_method(request).await?;
+        error_for_status(&method, resp).await
+    }
+
+    /// Sends a request (with retries) and decodes a JSON answer.
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<T, ClientError> {
+        read_json(self.send(request).await?).await
+    }
+
+    /// Sends a request with `Authorization: Bearer <access token>`; on a 401 the token is
+    /// invalidated, refreshed, and the request retried once.
+    pub async fn send_authorized(
+        &self,
+        tokens: &TokenProvider,
+        request: RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let retry_copy = request.try_clone();
+        let token = tokens.token().await?;
+        let (method, resp) = self
+            .execute_with_method(with_bearer(request, token.expose()))
+            .await?;
+        match (resp.status(), retry_copy) {
+            (StatusCode::UNAUTHORIZED, Some(copy)) => {
+                tracing::debug!(url = %redact_url(resp.url()), "access token refused; refreshing");
+                tokens.invalidate_token(&token);
+                let token = tokens.token().await?;
+                let resp = self.execute(with_bearer(copy, token.expose())).await?;
+                error_for_status(&method, resp).await
+            }
+            _ => error_for_status(&method, resp).await,
+        }
+    }
+}
+
+fn with_bearer(request: RequestBuilder, token: &str) -> RequestBuilder {
+    match HeaderValue::from_str(&format!("Bearer {token}")) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            request.header(AUTHORIZATION, value)
+        }
+        // A token with control characters cannot be sent; the server will answer 401.
+        Err(_) => request,
+    }
+}
+
+/// The URL without its query (queries may carry names, never secrets, but stay short).
+fn redact_url(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
+}
+
+fn classify(method: Method, url: String, source: reqwest::Error) -> ClientError {
+    if source.is_timeout() {
+        ClientError::Timeout {
+            method,
+            url,
+            source,
+        }
+    } else if source.is_connect() {
+        ClientError::Unreachable { url, source }
+    } else {
+        ClientError::Transport {
+            method,
+            url,
+            source,
+        }
+    }
+}
+
+/// Passes a success response through; turns any other into [`ClientError::Status`] with the
+/// server's message and VSS `typeKey`.
+pub async fn error_for_status(method: &Method, resp: Response) -> Result<Response, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let url = redact_url(resp.url());
+    let body = resp.bytes().await.unwrap_or_default();
+    let (type_key, message) = describe_error_body(&body);
+    Err(ClientError::Status {
+        method: method.clone(),
+        url,
+        status,
+        type_key,
+        message,
+    })
+}
+
+/// Extracts `(typeKey, message)` from an error body: a VSS `WrappedException`, a GitHub REST
+/// `{"message"}`, an OAuth `{"error","error_description"}`, or the start of a text body.
+pub fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    if let Ok(value) = lenient::from_slice::<serde_json::Value>(body) {
+        if let Ok(wrapped) = serde_json::from_value::<WrappedException>(value.clone())
+            && (wrapped.type_key.is_some() || wrapped.message.is_some())
+        {
+            return (wrapped.type_key, wrapped.message);
+        }
+        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        if let Some(msg) = field("error_description").or_else(|| field("error")) {
+            return (None, Some(msg));
+        }
+    }
+    let text = String::from_utf8_lossy(lenient::strip_bom(body));
+    let text = text.trim();
+    if text.is_empty() {
+        return (None, None);
+    }
+    (
+        None,
+        Some(text.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()),
+    )
+}
+
+/// Decodes a JSON response body (BOM stripped).
+pub async fn read_json<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
+    let url = redact_url(resp.url());
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|source| ClientError::Transport {
+            method: Method::GET,
+            url: url.clone(),
+            source,
+        })?;
+    lenient::from_slice(&body).map_err(|source| ClientError::Decode { url, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_agent_names_the_runner_and_us() {
+        let ua = user_agent();
+        assert!(ua.starts_with("GitHubActionsRunner-"), "{ua}");
+        assert!(
+            ua.contains(&format!("/{RUNNER_VERSION} ghrunner-vm/")),
+            "{ua}"
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_described() {
+        let (key, msg) = describe_error_body(
+            br#"{"$id":"1","message":"taken","typeKey":"TaskAgentSessionConflictException"}"#,
+        );
+        assert_eq!(key.as_deref(), Some("TaskAgentSessionConflictException"));
+        assert_eq!(msg.as_deref(), Some("taken"));
+        let (_, msg) =
+            describe_error_body(br#"{"error":"invalid_client","error_description":"gone"}"#);
+        assert_eq!(msg.as_deref(), Some("gone"));
+        let (_, msg) = describe_error_body(b"plain failure\n");
+        assert_eq!(msg.as_deref(), Some("plain failure"));
+        assert_eq!(describe_error_body(b""), (None, None));
+    }
+
+    #[test]
+    fn retry_delay_stays_in_bounds() {
+        let p = RetryPolicy::DEFAULT;
+        for _ in 0..100 {
+            let d = p.delay();
+            assert!(d >= p.min_delay && d <= p.max_delay);
+        }
+    }
+}

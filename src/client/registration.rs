@@ -1,0 +1,2 @@
+//! Registering and removing runners (protocol §1): the legacy pool/agent flow and the
+//! runner-admin ("v2") flow.
