@@ -38,6 +38,9 @@ pub const GENERATED_NAME_PREFIX: &str = "__";
 /// Prefix the runner gives a script step's generated display name.
 pub const RUN_DISPLAY_PREFIX: &str = "Run ";
 
+/// Display name of a step whose generated name is empty (the runner's fallback).
+pub const DISPLAY_NAME_FALLBACK: &str = "run";
+
 /// Condition of a step that has none.
 pub const DEFAULT_CONDITION: &str = "success()";
 
@@ -232,7 +235,7 @@ impl PlannedStep {
 
     /// The display name, evaluated against `evaluator` when it is an expression (official
     /// rules: on failure the token's text is shown; leading whitespace dropped, cut at the first
-    /// line break, prefixed; empty falls back to the step name).
+    /// line break, prefixed; empty falls back to `run`).
     pub fn display_name(&self, evaluator: Option<&TemplateEvaluator<'_>>) -> String {
         let (token, prefix) = match &self.display_name {
             DisplayName::Literal(name) => return name.clone(),
@@ -248,7 +251,7 @@ impl PlannedStep {
         let text = text.trim_start_matches([' ', '\t', '\r', '\n']);
         let first_line = text.split(['\r', '\n']).next().unwrap_or_default();
         if first_line.is_empty() {
-            self.name.clone()
+            DISPLAY_NAME_FALLBACK.to_owned()
         } else {
             format!("{prefix}{first_line}")
         }

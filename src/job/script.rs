@@ -245,7 +245,7 @@ pub struct ScriptRequest<'a> {
     pub script: &'a str,
     /// The evaluated `inputs.shell` (empty or `None` = unset).
     pub shell: Option<&'a str>,
-    /// The evaluated `inputs.workingDirectory`.
+    /// The evaluated `inputs.workingDirectory` (`Some("")` = the workspace, defaults ignored).
     pub working_directory: Option<&'a str>,
     /// `defaults.run` of the job.
     pub defaults: &'a RunDefaults,
@@ -307,9 +307,9 @@ pub fn render_step(
     let arguments = format_template(&shell.template, &script_path.replace('"', "\\\""))?;
     let mut argv = vec![shell.program.clone()];
     argv.extend(split_args(&arguments));
+    // A given input wins even when empty (the runner only falls back when the input is absent).
     let dir = request
         .working_directory
-        .filter(|d| !d.is_empty())
         .or(request.defaults.working_directory.as_deref());
     Ok(RenderedStep {
         script: script_contents(request.script, &shell),

@@ -330,7 +330,7 @@ fn display_names_follow_the_runner_rules() {
     );
     assert_eq!(
         step(token(TemplateToken::string("\n \n"), "Run ")).display_name(None),
-        "fallback"
+        "run"
     );
     // Without an evaluator the expression is shown as the user wrote it.
     assert_eq!(

@@ -253,6 +253,14 @@ fn step_inputs_win_over_defaults_and_no_prepends_leave_path_alone() {
         Some(("CI", "true"))
     );
 
+    let mut req = request(&plan.contexts, &defaults, "x", None);
+    req.working_directory = Some("");
+    let rendered = render_step(&plan, &req).expect("renders");
+    assert_eq!(
+        rendered.cwd, "/work/hello/hello",
+        "an empty input still overrides the default"
+    );
+
     let none = RunDefaults::default();
     let rendered = render_step(&plan, &request(&plan.contexts, &none, "x", None)).expect("renders");
     assert_eq!(rendered.argv[0], "sh", "no bash in the image");
