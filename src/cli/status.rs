@@ -1,9 +1,15 @@
 //! `ghrunner-vm status`.
 
+use std::path::Path;
+
 use clap::Args;
+use serde::Serialize;
 
 use super::GlobalArgs;
+use crate::config::Settings;
+use crate::config::runner::{self as runner_files, Registration};
 use crate::exit::ExitStatus;
+use crate::image::Image;
 
 /// Show what is registered where, with which labels and images. Never prints secrets.
 #[derive(Debug, Args)]
@@ -13,8 +19,144 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// What `status` reports about one registration (nothing secret).
+#[derive(Debug, Serialize)]
+pub struct RunnerStatus {
+    /// Runner name.
+    pub name: String,
+    /// Runner id.
+    pub id: u64,
+    /// Repository or organisation URL.
+    pub url: String,
+    /// Runner group.
+    pub group: Option<String>,
+    /// `legacy` or `runner-admin`.
+    pub flow: &'static str,
+    /// Whether jobs arrive through the broker.
+    pub broker: bool,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Ephemeral runner.
+    pub ephemeral: bool,
+    /// `ok`, or why the credentials cannot be used.
+    pub credentials: String,
+}
+
+/// What `status` reports about one image label.
+#[derive(Debug, Serialize)]
+pub struct ImageStatus {
+    /// The label.
+    pub label: String,
+    /// The image directory.
+    pub dir: String,
+    /// `ok`, or why the image cannot be used.
+    pub state: String,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// The runner directory.
+    pub dir: String,
+    /// Registrations.
+    pub runners: Vec<RunnerStatus>,
+    /// Images per label.
+    pub images: Vec<ImageStatus>,
+    /// Label used when `runs-on` names no image.
+    pub default_image: Option<String>,
+}
+
 /// Runs `status`.
 pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let _ = (args, global);
-    anyhow::bail!("`status` is not implemented yet")
+    let dir = global.runner_dir()?;
+    let report = collect(&dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Gathers the report from the runner directory.
+pub fn collect(dir: &Path) -> anyhow::Result<StatusReport> {
+    let settings = Settings::load(dir)?;
+    let mut runners = Vec::new();
+    for reg_dir in runner_files::list_registration_dirs(dir)? {
+        let runner = runner_files::load_runner_settings(&reg_dir.join(runner_files::RUNNER_FILE))?;
+        let credentials = match Registration::load(&reg_dir) {
+            Ok(_) => "ok".to_owned(),
+            Err(err) => format!("{err:#}"),
+        };
+        runners.push(RunnerStatus {
+            name: runner.agent_name.clone(),
+            id: runner.agent_id,
+            url: runner.git_hub_url.clone(),
+            group: runner.pool_name.clone(),
+            flow: if runner.use_runner_admin_flow {
+                "runner-admin"
+            } else {
+                "legacy"
+            },
+            broker: runner.use_v2_flow,
+            labels: runner.labels.clone(),
+            ephemeral: runner.ephemeral,
+            credentials,
+        });
+    }
+    let images = settings
+        .images
+        .iter()
+        .map(|(label, image_dir)| ImageStatus {
+            label: label.clone(),
+            dir: image_dir.display().to_string(),
+            state: match Image::load(image_dir) {
+                Ok(_) => "ok".to_owned(),
+                Err(err) => err.to_string(),
+            },
+        })
+        .collect();
+    Ok(StatusReport {
+        dir: dir.display().to_string(),
+        runners,
+        images,
+        default_image: settings.default_image.clone(),
+    })
+}
+
+/// Human-readable report.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = format!("Runner directory: {}\n", report.dir);
+    if report.runners.is_empty() {
+        out.push_str("No runner is registered (run `ghrunner-vm register`).\n");
+    }
+    for r in &report.runners {
+        out.push_str(&format!("Runner {} (id {})\n", r.name, r.id));
+        out.push_str(&format!("  URL:          {}\n", r.url));
+        out.push_str(&format!(
+            "  Group:        {}\n",
+            r.group.as_deref().unwrap_or("-")
+        ));
+        let via = if r.broker { "broker" } else { "legacy pool" };
+        out.push_str(&format!("  Flow:         {} (jobs via {via})\n", r.flow));
+        out.push_str(&format!("  Labels:       {}\n", r.labels.join(", ")));
+        out.push_str(&format!(
+            "  Ephemeral:    {}\n",
+            if r.ephemeral { "yes" } else { "no" }
+        ));
+        out.push_str(&format!("  Credentials:  {}\n", r.credentials));
+    }
+    if report.images.is_empty() {
+        out.push_str("No image is configured (register --image LABEL=DIR).\n");
+    } else {
+        out.push_str("Images:\n");
+        for i in &report.images {
+            out.push_str(&format!("  {} -> {} ({})\n", i.label, i.dir, i.state));
+        }
+    }
+    out.push_str(&format!(
+        "Default image: {}\n",
+        report.default_image.as_deref().unwrap_or("none")
+    ));
+    out
 }

@@ -324,7 +324,8 @@ pub fn parse_rsa_params(bytes: &[u8]) -> serde_json::Result<RsaParams> {
     serde_json::from_value(value)
 }
 
-fn load_runner_settings(path: &Path) -> Result<RunnerSettings, ConfigError> {
+/// Loads `.runner` (not secret: no permission check).
+pub fn load_runner_settings(path: &Path) -> Result<RunnerSettings, ConfigError> {
     let bytes = fs::read_required(path)?;
     parse_runner_settings(&bytes).map_err(|source| corrupt(path, "runner settings", source))
 }

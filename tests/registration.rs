@@ -1,0 +1,558 @@
+//! `register`, `remove` and `status` against the local service: both flows with repo and org
+//! URLs, --replace, --count, --jitconfig, --image, labels, and the error cases.
+
+#[path = "support/cli.rs"]
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use ghrunner_vm::client::{HttpClient, TokenProvider};
+use ghrunner_vm::config::runner::Registration;
+use ghrunner_vm::config::{Settings, jit};
+use ghrunner_vm::crypto::jwt::JwtAlgorithm;
+use ghrunner_vm::localsvc::{DEFAULT_REMOVE_TOKEN, Fault, LocalService};
+use support::{chain, cli, reg_dir, register, service};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Registers through `url` and checks the files, the server's record and a token exchange.
+async fn register_and_check(svc: &LocalService, url: &str, v2: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    register(
+        dir.path(),
+        url,
+        "build-01",
+        &["--labels", "gpu,big", "--ephemeral", "--disable-update"],
+    )
+    .await
+    .unwrap();
+    let rd = reg_dir(dir.path(), "build-01");
+    for file in [".runner", ".credentials", ".credentials_rsaparams"] {
+        assert_eq!(mode(&rd.join(file)), 0o600, "{file}");
+    }
+    let reg = Registration::load(&rd).unwrap();
+    assert_eq!(reg.runner.agent_name, "build-01");
+    assert_eq!(reg.runner.git_hub_url, url);
+    assert!(reg.runner.ephemeral && reg.runner.disable_update);
+    assert_eq!(reg.runner.use_runner_admin_flow, v2);
+    assert_eq!(reg.runner.use_v2_flow, v2);
+    assert_eq!(
+        reg.runner.labels,
+        ["self-hosted", "Linux", "X64", "gpu", "big"]
+    );
+    assert_eq!(reg.runner.pool_name.as_deref(), Some("Default"));
+
+    // The server holds the runner with our public key and the same labels.
+    let agent = svc
+        .state()
+        .lock()
+        .agents
+        .get(&reg.runner.agent_id)
+        .cloned()
+        .unwrap();
+    assert_eq!(agent.name, "build-01");
+    assert_eq!(agent.public_key, reg.key.task_agent_public_key());
+    assert_eq!(agent.runner_admin, v2);
+    assert!(agent.ephemeral && agent.disable_update);
+    let label_names: Vec<_> = agent.labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(label_names, ["self-hosted", "Linux", "X64", "gpu", "big"]);
+
+    // Every request carried a User-Agent; the exchange used RemoteAuth.
+    let requests = svc.requests();
+    assert!(requests.iter().all(|r| {
+        r.header("user-agent")
+            .is_some_and(|ua| ua.contains("ghrunner-vm/"))
+    }));
+    let exchange = requests
+        .iter()
+        .find(|r| r.path == "/api/v3/actions/runner-registration")
+        .unwrap();
+    assert!(
+        exchange
+            .header("authorization")
+            .unwrap()
+            .starts_with("RemoteAuth ")
+    );
+    assert_eq!(exchange.body_json().unwrap()["runner_event"], "register");
+
+    // The stored credential obtains a token (RS256 legacy with FIPS off; PS256 runner-admin).
+    let tokens = TokenProvider::for_registration(HttpClient::new().unwrap(), &reg).unwrap();
+    let alg = if v2 {
+        JwtAlgorithm::PS256
+    } else {
+        JwtAlgorithm::RS256
+    };
+    assert_eq!(tokens.algorithm(), alg);
+    tokens.token().await.unwrap();
+}
+
+#[tokio::test]
+async fn legacy_flow_with_a_repository_url() {
+    let svc = service(false).await;
+    register_and_check(&svc, &svc.repo_url("octo", "hello"), false).await;
+    let paths: Vec<_> = svc
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    for expected in [
+        "GET /_services/pipelines/_apis/connectionData",
+        "GET /_services/pipelines/_apis/distributedtask/pools",
+        "GET /_services/pipelines/_apis/distributedtask/pools/0/agents",
+        "POST /_services/pipelines/_apis/distributedtask/pools/1/agents",
+        "POST /_services/pipelines/_apis/oauth2/token",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "{expected} not in {paths:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn legacy_flow_with_an_organisation_url() {
+    let svc = service(false).await;
+    register_and_check(&svc, &svc.org_url("octo"), false).await;
+}
+
+#[tokio::test]
+async fn runner_admin_flow_with_a_repository_url() {
+    let svc = service(true).await;
+    register_and_check(&svc, &svc.repo_url("octo", "hello"), true).await;
+    let requests = svc.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == "/api/v3/repos/octo/hello/actions/runner-groups")
+    );
+    let reg = requests
+        .iter()
+        .find(|r| r.path == "/api/v3/actions/runners/register")
+        .unwrap();
+    let body = reg.body_json().unwrap();
+    assert!(
+        body["public_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("<RSAKeyValue><Modulus>")
+    );
+    assert_eq!(body["group_id"], 1);
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.path.contains("distributedtask/pools/1/agents"))
+    );
+}
+
+#[tokio::test]
+async fn runner_admin_flow_with_an_organisation_url() {
+    let svc = service(true).await;
+    register_and_check(&svc, &svc.org_url("octo"), true).await;
+    assert!(
+        svc.requests()
+            .iter()
+            .any(|r| r.path == "/api/v3/orgs/octo/actions/runner-groups")
+    );
+}
+
+async fn replace_flow(v2: bool) {
+    let svc = service(v2).await;
+    let url = svc.repo_url("octo", "hello");
+    let dir = tempfile::tempdir().unwrap();
+    register(dir.path(), &url, "r1", &[]).await.unwrap();
+    let first = Registration::load(&reg_dir(dir.path(), "r1")).unwrap();
+
+    // Locally registered already: refused without --replace, naming the remedy.
+    let err = register(dir.path(), &url, "r1", &[]).await.unwrap_err();
+    assert!(
+        chain(&err).contains("already registered") && chain(&err).contains("--replace"),
+        "{err:#}"
+    );
+
+    // Registered on the server only (another machine): refused by the server check.
+    let other = tempfile::tempdir().unwrap();
+    let err = register(other.path(), &url, "r1", &[]).await.unwrap_err();
+    assert!(
+        chain(&err).contains("already exists") && chain(&err).contains("--replace"),
+        "{err:#}"
+    );
+    assert!(
+        !reg_dir(other.path(), "r1").join(".runner").exists(),
+        "nothing written on failure"
+    );
+
+    register(dir.path(), &url, "r1", &["--replace", "--labels", "new"])
+        .await
+        .unwrap();
+    let second = Registration::load(&reg_dir(dir.path(), "r1")).unwrap();
+    assert_eq!(
+        second.runner.agent_id, first.runner.agent_id,
+        "the same runner is replaced"
+    );
+    assert_ne!(second.key, first.key, "with a new key");
+    let state = svc.state();
+    let state = state.lock();
+    assert_eq!(state.agents.len(), 1);
+    let agent = &state.agents[&first.runner.agent_id];
+    assert_eq!(agent.public_key, second.key.task_agent_public_key());
+    assert!(agent.labels.iter().any(|l| l.name == "new"));
+}
+
+#[tokio::test]
+async fn replace_in_the_legacy_flow_puts_the_existing_agent() {
+    replace_flow(false).await;
+}
+
+#[tokio::test]
+async fn replace_in_the_runner_admin_flow() {
+    replace_flow(true).await;
+}
+
+#[tokio::test]
+async fn count_registers_numbered_runners() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    register(
+        dir.path(),
+        &svc.repo_url("o", "r"),
+        "pool",
+        &["--count", "3"],
+    )
+    .await
+    .unwrap();
+    for i in 1..=3 {
+        let reg = Registration::load(&reg_dir(dir.path(), &format!("pool-{i}"))).unwrap();
+        assert_eq!(reg.runner.agent_name, format!("pool-{i}"));
+    }
+    let names: Vec<_> = svc
+        .state()
+        .lock()
+        .agents
+        .values()
+        .map(|a| a.name.clone())
+        .collect();
+    assert_eq!(names, ["pool-1", "pool-2", "pool-3"]);
+}
+
+#[tokio::test]
+async fn jitconfig_is_written_without_contacting_the_server_and_works() {
+    // Make a real registration on the service, then hand it over as a JIT blob.
+    let svc = service(false).await;
+    let staging = tempfile::tempdir().unwrap();
+    register(
+        staging.path(),
+        &svc.repo_url("o", "r"),
+        "jit-1",
+        &["--ephemeral"],
+    )
+    .await
+    .unwrap();
+    let reg = Registration::load(&reg_dir(staging.path(), "jit-1")).unwrap();
+    let blob = jit::encode(&reg.runner, &reg.credentials, &reg.key);
+    let before = svc.requests().len();
+
+    let dir = tempfile::tempdir().unwrap();
+    cli(
+        dir.path(),
+        &["register", "--jitconfig", &blob, "--unattended"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        svc.requests().len(),
+        before,
+        "JIT configuration makes no registration calls"
+    );
+    let rd = reg_dir(dir.path(), "jit-1");
+    assert_eq!(mode(&rd.join(".credentials_rsaparams")), 0o600);
+    let loaded = Registration::load(&rd).unwrap();
+    assert_eq!(loaded.runner, reg.runner);
+    assert_eq!(loaded.key, reg.key);
+    TokenProvider::for_registration(HttpClient::new().unwrap(), &loaded)
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+
+    let err = cli(
+        dir.path(),
+        &["register", "--jitconfig", "bm90IGpzb24=", "--unattended"],
+    )
+    .await
+    .unwrap_err();
+    assert!(chain(&err).contains("--jitconfig"), "{err:#}");
+}
+
+#[tokio::test]
+async fn wrong_token_is_refused_with_a_clear_message() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = svc.repo_url("o", "r");
+    let err = cli(
+        dir.path(),
+        &[
+            "register",
+            "--url",
+            &url,
+            "--token",
+            "WRONG",
+            "--unattended",
+            "--name",
+            "x",
+        ],
+    )
+    .await
+    .unwrap_err();
+    let msg = chain(&err);
+    assert!(
+        msg.contains("token was refused") && msg.contains("404"),
+        "{msg}"
+    );
+    assert!(!msg.contains("WRONG"), "the token is not echoed: {msg}");
+    // Not retried: 404 means a bad token.
+    let exchanges = svc
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("runner-registration"))
+        .count();
+    assert_eq!(exchanges, 1);
+
+    svc.inject(Fault::respond(
+        "POST",
+        "runner-registration",
+        401,
+        r#"{"message":"Bad credentials"}"#,
+    ));
+    let err = register(dir.path(), &url, "x", &[]).await.unwrap_err();
+    assert!(chain(&err).contains("401"), "{err:#}");
+    assert!(!reg_dir(dir.path(), "x").exists());
+}
+
+#[tokio::test]
+async fn unreachable_server_error_contains_the_url() {
+    let svc = service(false).await;
+    let url = svc.repo_url("o", "r");
+    let api = format!("{}/api/v3/actions/runner-registration", svc.url());
+    svc.shutdown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = register(dir.path(), &url, "x", &[]).await.unwrap_err();
+    assert!(chain(&err).contains(&api), "{err:#}");
+}
+
+#[tokio::test]
+async fn url_that_is_neither_repo_nor_org_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = register(dir.path(), "http://127.0.0.1:9/a/b/c", "x", &[])
+        .await
+        .unwrap_err();
+    assert!(chain(&err).contains("expected a repository URL"), "{err:#}");
+}
+
+#[tokio::test]
+async fn transient_server_errors_are_retried() {
+    let svc = service(false).await;
+    svc.inject(Fault::respond("POST", "/agents", 503, "{}"));
+    let dir = tempfile::tempdir().unwrap();
+    register(dir.path(), &svc.repo_url("o", "r"), "x", &[])
+        .await
+        .unwrap();
+    let adds = svc
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/agents"))
+        .count();
+    assert_eq!(adds, 2);
+}
+
+#[tokio::test]
+async fn corrupt_or_exposed_credentials_are_refused_by_name() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    register(dir.path(), &svc.repo_url("o", "r"), "x", &[])
+        .await
+        .unwrap();
+    let rd = reg_dir(dir.path(), "x");
+
+    let creds = rd.join(".credentials");
+    let saved = std::fs::read(&creds).unwrap();
+    std::fs::write(&creds, b"{ not json").unwrap();
+    let err = Registration::load(&rd).unwrap_err();
+    assert!(
+        err.to_string().contains(&creds.display().to_string())
+            && err.to_string().contains("corrupt"),
+        "{err}"
+    );
+    std::fs::write(&creds, saved).unwrap();
+
+    let key = rd.join(".credentials_rsaparams");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Registration::load(&rd).unwrap_err();
+    assert!(
+        err.to_string().contains(&key.display().to_string())
+            && err.to_string().contains("chmod 600"),
+        "{err}"
+    );
+    // status reports the problem instead of failing.
+    let report = ghrunner_vm::cli::status::collect(dir.path()).unwrap();
+    assert!(
+        report.runners[0]
+            .credentials
+            .contains("readable by group or others")
+    );
+}
+
+#[tokio::test]
+async fn no_default_labels_needs_a_label() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = svc.repo_url("o", "r");
+    let err = register(dir.path(), &url, "x", &["--no-default-labels"])
+        .await
+        .unwrap_err();
+    assert!(
+        chain(&err).contains("--no-default-labels needs at least one label"),
+        "{err:#}"
+    );
+    register(
+        dir.path(),
+        &url,
+        "x",
+        &["--no-default-labels", "--labels", "only"],
+    )
+    .await
+    .unwrap();
+    let reg = Registration::load(&reg_dir(dir.path(), "x")).unwrap();
+    assert_eq!(reg.runner.labels, ["only"]);
+}
+
+#[tokio::test]
+async fn runner_group_by_name_and_unknown_group() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = svc.repo_url("o", "r");
+    let err = register(dir.path(), &url, "x", &["--runner-group", "nope"])
+        .await
+        .unwrap_err();
+    assert!(
+        chain(&err).contains("no runner group named \"nope\""),
+        "{err:#}"
+    );
+    register(dir.path(), &url, "x", &["--runner-group", "GPU-runners"])
+        .await
+        .unwrap();
+    let reg = Registration::load(&reg_dir(dir.path(), "x")).unwrap();
+    assert_eq!(reg.runner.pool_id, 2);
+}
+
+#[tokio::test]
+async fn image_label_is_added_to_labels_and_settings() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    std::fs::write(image.path().join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(
+        image.path().join("manifest.json"),
+        br#"{"name":"tiny","arch":"x86_64","kernel":"vmlinuz","user":"root","shell":"sh","work_dir":"/work"}"#,
+    )
+    .unwrap();
+    let spec = format!("tiny={}", image.path().display());
+    register(
+        dir.path(),
+        &svc.repo_url("o", "r"),
+        "x",
+        &["--image", &spec],
+    )
+    .await
+    .unwrap();
+    let reg = Registration::load(&reg_dir(dir.path(), "x")).unwrap();
+    assert!(reg.runner.labels.contains(&"tiny".to_owned()));
+    let settings = Settings::load(dir.path()).unwrap();
+    assert_eq!(settings.images["tiny"], image.path());
+
+    let err = register(
+        dir.path(),
+        &svc.repo_url("o", "r"),
+        "y",
+        &["--image", "bad=/nonexistent"],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        chain(&err).contains("not a runner image directory"),
+        "{err:#}"
+    );
+}
+
+async fn remove_flow(v2: bool) {
+    let svc = service(v2).await;
+    let dir = tempfile::tempdir().unwrap();
+    register(dir.path(), &svc.org_url("octo"), "gone", &[])
+        .await
+        .unwrap();
+    assert_eq!(svc.state().lock().agents.len(), 1);
+
+    let err = cli(dir.path(), &["remove", "--token", "WRONG", "--unattended"])
+        .await
+        .unwrap_err();
+    assert!(!chain(&err).contains("WRONG"), "{err:#}");
+    assert!(
+        reg_dir(dir.path(), "gone").join(".credentials").exists(),
+        "files kept on failure"
+    );
+
+    cli(
+        dir.path(),
+        &["remove", "--token", DEFAULT_REMOVE_TOKEN, "--unattended"],
+    )
+    .await
+    .unwrap();
+    assert!(svc.state().lock().agents.is_empty());
+    assert!(!reg_dir(dir.path(), "gone").join(".runner").exists());
+    assert!(
+        !reg_dir(dir.path(), "gone")
+            .join(".credentials_rsaparams")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn remove_deletes_on_the_server_then_locally_legacy() {
+    remove_flow(false).await;
+}
+
+#[tokio::test]
+async fn remove_deletes_on_the_server_then_locally_runner_admin() {
+    remove_flow(true).await;
+}
+
+#[tokio::test]
+async fn status_json_lists_runners_without_secrets() {
+    let svc = service(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    register(dir.path(), &svc.repo_url("o", "r"), "s1", &[])
+        .await
+        .unwrap();
+    let report = ghrunner_vm::cli::status::collect(dir.path()).unwrap();
+    let json = serde_json::to_string(&report).unwrap();
+    assert_eq!(report.runners.len(), 1);
+    assert_eq!(report.runners[0].name, "s1");
+    assert_eq!(report.runners[0].credentials, "ok");
+    let reg = Registration::load(&reg_dir(dir.path(), "s1")).unwrap();
+    let params = reg.key.to_params();
+    for secret in [
+        &params.d,
+        &params.p,
+        &params.q,
+        &reg.credentials.data.client_id,
+    ] {
+        assert!(!json.contains(secret.as_str()));
+    }
+    let text = ghrunner_vm::cli::status::render(&report);
+    assert!(
+        text.contains("Runner s1") && text.contains("Credentials:  ok"),
+        "{text}"
+    );
+}
