@@ -18,8 +18,10 @@ use reqwest::{Method, StatusCode};
 use crate::crypto::CryptoError;
 
 pub mod auth;
+pub mod broker;
 pub mod http;
 pub mod registration;
+pub mod session;
 pub mod url;
 
 pub use auth::TokenProvider;

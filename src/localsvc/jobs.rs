@@ -13,7 +13,10 @@ use axum::routing::{patch, post};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::protocol::{ProtocolState, authorized, broker_error, vss_error};
+use super::oauth::require_access_token;
+use super::protocol::{ProtocolState, broker_error, has_job_token};
+use super::state::Shared;
+use super::vss_error;
 use crate::protocol::lifecycle::format_timestamp;
 
 type St = State<Arc<ProtocolState>>;
@@ -24,21 +27,21 @@ const RUN_SOURCE: &str = "actions-run-service";
 const LOCK_DURATION: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// Job routes (run service and legacy).
-pub(crate) fn routes() -> Router<Arc<ProtocolState>> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
-        .route("/run/acquirejob", post(acquire))
-        .route("/run/renewjob", post(renew))
-        .route("/run/completejob", post(complete))
+        .route("/_services/run/acquirejob", post(acquire))
+        .route("/_services/run/renewjob", post(renew))
+        .route("/_services/run/completejob", post(complete))
         .route(
-            "/_apis/distributedtask/pools/{pool}/jobrequests/{request}",
+            "/_services/pipelines/_apis/distributedtask/pools/{pool}/jobrequests/{request}",
             patch(legacy_job_request),
         )
         .route(
-            "/{scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/events",
+            "/_services/pipelines/{scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/events",
             post(plan_event),
         )
         .route(
-            "/_apis/distributedtask/hubs/{hub}/plans/{plan}/events",
+            "/_services/pipelines/_apis/distributedtask/hubs/{hub}/plans/{plan}/events",
             post(plan_event_unscoped),
         )
 }
@@ -55,9 +58,14 @@ fn not_found(what: &str) -> Response {
     broker_error(StatusCode::NOT_FOUND, RUN_SOURCE, "", what)
 }
 
-async fn acquire(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+async fn acquire(
+    State(shared): State<Shared>,
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     let Some(id) = parse(&body).and_then(|v| field(&v, "jobMessageId").map(str::to_owned)) else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -72,7 +80,7 @@ async fn acquire(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn renew(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
+    if !has_job_token(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let Some(job_id) = parse(&body).and_then(|v| field(&v, "jobId").map(str::to_owned)) else {
@@ -90,7 +98,7 @@ async fn renew(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn complete(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
+    if !has_job_token(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let Some(v) = parse(&body) else {
@@ -108,13 +116,14 @@ async fn complete(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn legacy_job_request(
+    State(shared): State<Shared>,
     State(s): St,
     Path((_pool, request_id)): Path<(u64, i64)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     let Some(v) = parse(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -169,7 +178,7 @@ async fn plan_event_unscoped(
 }
 
 fn record_event(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
+    if !has_job_token(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let Some(v) = parse(&body) else {

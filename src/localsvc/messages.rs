@@ -17,9 +17,10 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use serde_json::json;
 
-use super::protocol::{
-    Pending, ProtocolEvent, ProtocolState, Tamper, authorized, broker_error, vss_error,
-};
+use super::oauth::require_access_token;
+use super::protocol::{Pending, ProtocolEvent, ProtocolState, Tamper, broker_error};
+use super::state::Shared;
+use super::vss_error;
 use crate::protocol::message::TaskAgentMessage;
 
 type St = State<Arc<ProtocolState>>;
@@ -28,18 +29,18 @@ type Params = Query<HashMap<String, String>>;
 const BROKER_SOURCE: &str = "actions-broker-listener";
 
 /// Message routes (legacy and broker).
-pub(crate) fn routes() -> Router<Arc<ProtocolState>> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route(
-            "/_apis/distributedtask/pools/{pool}/messages",
+            "/_services/pipelines/_apis/distributedtask/pools/{pool}/messages",
             get(poll_legacy),
         )
         .route(
-            "/_apis/distributedtask/pools/{pool}/messages/{id}",
+            "/_services/pipelines/_apis/distributedtask/pools/{pool}/messages/{id}",
             delete(delete_message),
         )
-        .route("/broker/message", get(poll_broker))
-        .route("/broker/acknowledge", post(acknowledge))
+        .route("/_services/broker/message", get(poll_broker))
+        .route("/_services/broker/acknowledge", post(acknowledge))
 }
 
 enum Polled {
@@ -82,13 +83,14 @@ fn record_poll(s: &ProtocolState, q: &HashMap<String, String>, broker: bool) {
 }
 
 async fn poll_legacy(
+    State(shared): State<Shared>,
     State(s): St,
     Path(_pool): Path<u64>,
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     record_poll(&s, &q, false);
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
@@ -162,13 +164,14 @@ fn apply_tamper(message: &mut TaskAgentMessage, tamper: Tamper) {
 }
 
 async fn delete_message(
+    State(shared): State<Shared>,
     State(s): St,
     Path((_pool, id)): Path<(u64, i64)>,
     Query(q): Params,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     if !q
         .get("sessionId")
@@ -184,9 +187,14 @@ async fn delete_message(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn poll_broker(State(s): St, Query(q): Params, headers: HeaderMap) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+async fn poll_broker(
+    State(shared): State<Shared>,
+    State(s): St,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     record_poll(&s, &q, true);
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
@@ -210,9 +218,15 @@ async fn poll_broker(State(s): St, Query(q): Params, headers: HeaderMap) -> Resp
     }
 }
 
-async fn acknowledge(State(s): St, Query(q): Params, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+async fn acknowledge(
+    State(shared): State<Shared>,
+    State(s): St,
+    Query(q): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     if !q
         .get("sessionId")

@@ -111,6 +111,7 @@ pub fn router(shared: Shared) -> Router {
     Router::new()
         .merge(registration::routes())
         .merge(oauth::routes())
+        .merge(protocol::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),

@@ -3,15 +3,20 @@
 //! beside registration and OAuth.
 //!
 //! ```text
-//!  legacy (root)   POST   _apis/distributedtask/pools/{pool}/sessions          sessions.rs
-//!                  DELETE _apis/distributedtask/pools/{pool}/sessions/{id}
-//!                  GET    _apis/distributedtask/pools/{pool}/messages           messages.rs
-//!                  DELETE _apis/distributedtask/pools/{pool}/messages/{id}
-//!                  PATCH  _apis/distributedtask/pools/{pool}/jobrequests/{id}   jobs.rs
-//!                  POST   {scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/events
-//!  broker  /broker/ POST|DELETE session, GET message, POST acknowledge         sessions.rs, messages.rs
-//!  run svc /run/    POST acquirejob, renewjob, completejob                     jobs.rs
+//!  tenant  _services/pipelines/  POST   _apis/distributedtask/pools/{pool}/sessions     sessions.rs
+//!                                DELETE _apis/distributedtask/pools/{pool}/sessions/{id}
+//!                                GET    _apis/distributedtask/pools/{pool}/messages      messages.rs
+//!                                DELETE _apis/distributedtask/pools/{pool}/messages/{id}
+//!                                PATCH  _apis/distributedtask/pools/{pool}/jobrequests/{id}  jobs.rs
+//!                                POST   {scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/events
+//!  broker  _services/broker/     POST|DELETE session, GET message, POST acknowledge   sessions.rs, messages.rs
+//!  run svc _services/run/        POST acquirejob, renewjob, completejob                jobs.rs
 //! ```
+//!
+//! Runner-token calls need an access token issued by the service's token endpoint (a revoked
+//! token gets 401); job-token calls need the job token handed out in the job message
+//! ([`JOB_TOKEN`]). The state lives in the service's [`Shared`] type map; get it with
+//! [`protocol_state`].
 //!
 //! Tests drive it through the methods of [`ProtocolState`]: enqueue a job (legacy or broker),
 //! a cancellation, a broker migration, a tampered message; expire or hold a session; and read
@@ -23,13 +28,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::state::Shared;
 use crate::crypto::session::{OaepHash, SessionKey};
+
+/// The job token put into every job message's `SystemVssConnection` (job-token calls must
+/// carry it).
+pub const JOB_TOKEN: &str = "local-job-token";
 
 /// How long a long poll is held when no message arrives (the real service holds ~50 s).
 pub const DEFAULT_POLL_HOLD: Duration = Duration::from_secs(2);
@@ -110,7 +120,6 @@ pub enum ProtocolEvent {
 /// The mutable state behind the lock.
 #[derive(Default)]
 pub(crate) struct Inner {
-    pub runner_keys: HashMap<u64, RsaPublicKey>,
     pub sessions: HashMap<String, SessionRecord>,
     pub queue: VecDeque<Pending>,
     pub broker_mode: bool,
@@ -175,14 +184,19 @@ impl ProtocolState {
         lock(&self.base_url).clone()
     }
 
-    /// The broker base URL handed out in migrations (`<base>broker/`).
-    pub fn broker_url(&self) -> String {
-        format!("{}broker/", self.base_url())
+    /// The legacy service URL (`<base>_services/pipelines/`).
+    pub fn tenant_url(&self) -> String {
+        format!("{}{}", self.base_url(), super::TENANT_PATH)
     }
 
-    /// The run-service base URL (`<base>run/`).
+    /// The broker base URL handed out in migrations (`<base>_services/broker/`).
+    pub fn broker_url(&self) -> String {
+        format!("{}{}", self.base_url(), super::BROKER_PATH)
+    }
+
+    /// The run-service base URL (`<base>_services/run/`).
     pub fn run_service_url(&self) -> String {
-        format!("{}run/", self.base_url())
+        format!("{}{RUN_PATH}", self.base_url())
     }
 
     pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -191,12 +205,6 @@ impl ProtocolState {
 
     pub(crate) fn knobs(&self) -> Knobs {
         lock(&self.knobs).clone()
-    }
-
-    /// Registers the public key sessions of `agent_id` wrap their AES key with (the
-    /// registration handler calls this; without a key the session key is sent unwrapped).
-    pub fn set_runner_key(&self, agent_id: u64, key: RsaPublicKey) {
-        self.inner().runner_keys.insert(agent_id, key);
     }
 
     /// How long an idle long poll is held (a "slow poll" fault when long).
@@ -246,8 +254,8 @@ impl ProtocolState {
     /// `SystemVssConnection` endpoint is pointed at this service and a `requestId` assigned;
     /// returns the job id.
     pub fn enqueue_legacy_job(&self, mut job: Value) -> String {
-        let base = self.base_url();
-        set_system_connection(&mut job, &base);
+        let tenant = self.tenant_url();
+        set_system_connection(&mut job, &tenant);
         let job_id = job_id_of(&job);
         {
             let mut inner = self.inner();
@@ -341,13 +349,32 @@ impl ProtocolState {
     }
 }
 
-/// The runner-facing routes.
-pub fn router(state: Arc<ProtocolState>) -> Router {
+/// Path of the run service under the base URL.
+pub const RUN_PATH: &str = "_services/run/";
+
+/// The runner-facing routes, to merge into the service's router.
+pub fn routes() -> Router<Shared> {
     Router::new()
         .merge(super::sessions::routes())
         .merge(super::messages::routes())
         .merge(super::jobs::routes())
-        .with_state(state)
+}
+
+/// The protocol state of a service, created on first use.
+pub fn protocol_state(shared: &Shared) -> Arc<ProtocolState> {
+    let mut state = shared.lock();
+    if let Some(existing) = state.extensions.get::<Arc<ProtocolState>>() {
+        return existing.clone();
+    }
+    let created = ProtocolState::new(&state.base_url);
+    state.extensions.insert(created.clone());
+    created
+}
+
+impl FromRef<Shared> for Arc<ProtocolState> {
+    fn from_ref(shared: &Shared) -> Self {
+        protocol_state(shared)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -379,7 +406,7 @@ fn set_system_connection(job: &mut Value, url: &str) {
     }
     let endpoint = json!({
         "name": "SystemVssConnection", "url": url,
-        "authorization": {"scheme": "OAuth", "parameters": {"AccessToken": "local-job-token"}},
+        "authorization": {"scheme": "OAuth", "parameters": {"AccessToken": JOB_TOKEN}},
         "data": {}, "isShared": false, "isReady": true,
     });
     let resources = job
@@ -399,23 +426,9 @@ fn set_system_connection(job: &mut Value, url: &str) {
     }
 }
 
-/// Whether the request carries a bearer token.
-pub(crate) fn authorized(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| !t.trim().is_empty())
-}
-
-/// A VSS wrapped-exception response (legacy service errors).
-pub(crate) fn vss_error(status: StatusCode, type_key: &str, message: &str) -> Response {
-    let body = json!({
-        "$id": "1", "innerException": null, "message": message,
-        "typeName": format!("GitHub.DistributedTask.WebApi.{type_key}, Sdk"),
-        "typeKey": type_key, "errorCode": 0, "eventId": 3000,
-    });
-    (status, axum::Json(body)).into_response()
+/// Whether the request carries the job token.
+pub(crate) fn has_job_token(headers: &HeaderMap) -> bool {
+    super::authorization(headers, "Bearer") == Some(JOB_TOKEN)
 }
 
 /// A broker / run-service error document.

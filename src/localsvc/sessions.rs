@@ -13,36 +13,44 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use rand::RngCore;
 
-use super::protocol::{
-    ProtocolEvent, ProtocolState, SessionRecord, authorized, broker_error, vss_error,
-};
+use super::oauth::require_access_token;
+use super::protocol::{ProtocolEvent, ProtocolState, SessionRecord, broker_error};
+use super::state::Shared;
+use super::vss_error;
+use rsa::RsaPublicKey;
+
+use crate::crypto::rsa::public_key_from_task_agent;
 use crate::crypto::session::{OaepHash, SessionKey};
 use crate::protocol::session::{SessionEncryptionKey, TaskAgentSession};
 
 type St = State<Arc<ProtocolState>>;
 
 /// Session routes (legacy and broker).
-pub(crate) fn routes() -> Router<Arc<ProtocolState>> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route(
-            "/_apis/distributedtask/pools/{pool}/sessions",
+            "/_services/pipelines/_apis/distributedtask/pools/{pool}/sessions",
             post(create_legacy),
         )
         .route(
-            "/_apis/distributedtask/pools/{pool}/sessions/{session}",
+            "/_services/pipelines/_apis/distributedtask/pools/{pool}/sessions/{session}",
             delete(delete_legacy),
         )
-        .route("/broker/session", post(create_broker).delete(delete_broker))
+        .route(
+            "/_services/broker/session",
+            post(create_broker).delete(delete_broker),
+        )
 }
 
 async fn create_legacy(
+    State(shared): State<Shared>,
     State(s): St,
     Path(_pool): Path<u64>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     let Ok(request) = serde_json::from_slice::<TaskAgentSession>(&body) else {
         return vss_error(
@@ -51,7 +59,8 @@ async fn create_legacy(
             "invalid session",
         );
     };
-    match create(&s, request, false) {
+    let key = agent_public_key(&shared, request.agent.id);
+    match create(&s, request, key) {
         Ok(session) => (StatusCode::OK, axum::Json(session)).into_response(),
         Err(()) => vss_error(
             StatusCode::CONFLICT,
@@ -61,9 +70,14 @@ async fn create_legacy(
     }
 }
 
-async fn create_broker(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+async fn create_broker(
+    State(shared): State<Shared>,
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     let Ok(request) = serde_json::from_slice::<TaskAgentSession>(&body) else {
         return broker_error(
@@ -73,7 +87,7 @@ async fn create_broker(State(s): St, headers: HeaderMap, body: Bytes) -> Respons
             "invalid session",
         );
     };
-    match create(&s, request, true) {
+    match create(&s, request, None) {
         Ok(session) => (StatusCode::CREATED, axum::Json(session)).into_response(),
         Err(()) => broker_error(
             StatusCode::CONFLICT,
@@ -84,11 +98,18 @@ async fn create_broker(State(s): St, headers: HeaderMap, body: Bytes) -> Respons
     }
 }
 
-/// Creates a session, or `Err` on conflict.
+/// The registered public key of a runner, if the service knows it.
+fn agent_public_key(shared: &Shared, agent_id: u64) -> Option<RsaPublicKey> {
+    let public = shared.lock().agents.get(&agent_id)?.public_key.clone();
+    public_key_from_task_agent(&public).ok()
+}
+
+/// Creates a session, or `Err` on conflict. `wrap_with` is `Some` for legacy sessions (the AES
+/// key is wrapped with the runner's registered key), `None` for broker sessions.
 fn create(
     s: &ProtocolState,
     mut request: TaskAgentSession,
-    broker: bool,
+    wrap_with: Option<RsaPublicKey>,
 ) -> Result<TaskAgentSession, ()> {
     let knobs = s.knobs();
     let agent_id = request.agent.id;
@@ -98,8 +119,9 @@ fn create(
         return Err(());
     }
     let session_id = uuid::Uuid::new_v4().to_string();
+    let broker = wrap_with.is_none();
     let mut key = None;
-    if !broker {
+    if let Some(public) = wrap_with {
         let mut raw = vec![0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
         // 32 random bytes are always a valid AES-256 key.
@@ -107,18 +129,9 @@ fn create(
         let hash = knobs
             .oaep_hash
             .unwrap_or(OaepHash::for_fips(knobs.use_fips_encryption));
-        let wire = match inner.runner_keys.get(&agent_id) {
-            Some(public) => SessionEncryptionKey {
-                encrypted: true,
-                value: session_key.wrap(public, hash).map_err(|_| ())?,
-            },
-            None => SessionEncryptionKey {
-                encrypted: false,
-                value: base64::Engine::encode(
-                    &base64::engine::general_purpose::STANDARD,
-                    session_key.as_bytes(),
-                ),
-            },
+        let wire = SessionEncryptionKey {
+            encrypted: true,
+            value: session_key.wrap(&public, hash).map_err(|_| ())?,
         };
         request.encryption_key = Some(wire);
         request.use_fips_encryption = knobs.use_fips_encryption;
@@ -135,23 +148,25 @@ fn create(
 }
 
 async fn delete_legacy(
+    State(shared): State<Shared>,
     State(s): St,
     Path((_pool, session)): Path<(u64, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     remove(&s, &session)
 }
 
 async fn delete_broker(
+    State(shared): State<Shared>,
     State(s): St,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
     }
     match q.get("sessionId") {
         Some(id) => remove(&s, id),
