@@ -240,7 +240,8 @@ async fn first_renew<C: JobChannel>(
             }
             Err(ChannelError::Transient { source }) => {
                 tracing::warn!(error = %source, "first job renewal failed");
-                match policy.on_error(Utc::now(), timings, &mut rand::thread_rng()) {
+                let decision = policy.on_error(Utc::now(), timings, &mut rand::thread_rng());
+                match decision {
                     RenewDecision::RenewAfter(delay) => tokio::time::sleep(delay).await,
                     RenewDecision::GiveUp => return false,
                 }
@@ -271,7 +272,8 @@ async fn heartbeat<C: JobChannel>(
             }
             Err(ChannelError::Transient { source }) => {
                 tracing::warn!(error = %source, "job renewal failed, retrying");
-                match policy.on_error(Utc::now(), &timings, &mut rand::thread_rng()) {
+                let decision = policy.on_error(Utc::now(), &timings, &mut rand::thread_rng());
+                match decision {
                     RenewDecision::RenewAfter(d) => d,
                     RenewDecision::GiveUp => break,
                 }

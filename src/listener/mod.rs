@@ -1,4 +1,591 @@
 //! The long-poll listener: session, poll, decrypt, dispatch, back-off, shutdown.
+//!
+//! ```text
+//!   start ─► delete the stale session recorded in `<registration>/.session`
+//!     │
+//!     ▼
+//!   CreateSession ──409 conflict──► retry every 30 s ─(4 min)─► exit 5 (SessionConflict)
+//!     │   └─transient─► retry every 30 s, forever
+//!     ▼ ok (persist id)
+//!   Poll (status Online | Busy) ◄───────────────────────────────────────────────┐
+//!     │ empty ─► empty-poll guard (>50 in 30 min ⇒ pause 15–30 s) ────────────────┤
+//!     │ error ─► back-off 15–30 s ×5, then 30–60 s (broker: inner retry 5×5–15 s;   │
+//!     │          10 outer errors ⇒ recreate session) ───────────────────────────────┤
+//!     │ session expired / invalid ─► CreateSession                                  │
+//!     │ message ─► decrypt (legacy) ─► dispatch ─► delete (legacy) ─────────────────┤
+//!     │   PipelineAgentJobRequest ─► spawn job (legacy channel)                     │
+//!     │   RunnerJobRequest ─► acknowledge ─► acquirejob ─► spawn job (run service)  │
+//!     │   JobCancellation ─► cancel the running job                                 │
+//!     │   BrokerMigration ─► poll the broker now with this session id ─► dispatch   │
+//!     │   ForceTokenRefresh ─► drop the cached token                                │
+//!     │   Agent/RunnerRefresh, unknown ─► log, ignore                               │
+//!     │ job finished ─► re-poll with the new status (`--once`: stop) ───────────────┘
+//!     ▼ SIGINT/SIGTERM, RunnerShutdown, or `--once` done
+//!   Stop: let the job finish (grace), else cancel it (reported canceled);
+//!         delete the session; exit 0
+//! ```
+//!
+//! One job runs at a time; polling continues while it runs (status `Busy`) so cancellations
+//! arrive. Transient faults never end the process.
 
 pub mod backoff;
 pub mod jobref;
+pub mod jobs;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::TokenProvider;
+use crate::client::broker::{BrokerClient, ServiceError};
+use crate::client::http::HttpClient;
+use crate::client::session::{LegacyClient, PollStatus, RunnerIdentity, poll_query};
+use crate::crypto::rsa::RunnerKey;
+use crate::exit::ExitStatus;
+use crate::job::lifecycle::{BoxError, JobChannel, JobControl, JobExecutor, run_job};
+use crate::protocol::TaskResult;
+use crate::protocol::message::{ListenerMessage, RunnerJobRequestRef, TaskAgentMessage};
+use backoff::{EmptyPollGuard, ErrorThrottle, PollErrorBackoff, Timings};
+use jobref::JobRef;
+use jobs::{LegacyChannel, RunServiceChannel};
+use session::{Session, classify};
+
+/// How long a shutdown waits for a running job to finish by itself before cancelling it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a cancelled job may take to stop before its executor is dropped (the official
+/// `max(timeout, 60 s) − 15 s` with the default timeout).
+pub const CANCEL_KILL_AFTER: Duration = Duration::from_secs(45);
+
+/// What the listener needs to know.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// The runner as the service sees it.
+    pub identity: RunnerIdentity,
+    /// Legacy service URL (`serverUrl`).
+    pub server_url: String,
+    /// Broker URL when the registration uses the broker (`useV2Flow`).
+    pub broker_url: Option<String>,
+    /// Stop after one job (`--once`, ephemeral registrations).
+    pub once: bool,
+    /// Registration directory (holds `.session`).
+    pub state_dir: PathBuf,
+    /// Retry and back-off intervals.
+    pub timings: Timings,
+    /// See [`SHUTDOWN_GRACE`].
+    pub shutdown_grace: Duration,
+    /// See [`CANCEL_KILL_AFTER`].
+    pub cancel_kill_after: Duration,
+}
+
+/// Why the listener stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// Another process kept this runner's session for the whole give-up time.
+    #[error(
+        "another process holds this runner's session: stop it, or wait for its session to expire"
+    )]
+    SessionConflict,
+    /// The runner or its registration no longer exists on the server.
+    #[error("the runner registration is gone on the server: register again")]
+    RegistrationGone {
+        /// What the server said.
+        #[source]
+        source: BoxError,
+    },
+    /// The server refuses this runner for good (access denied, version too old).
+    #[error("the service refuses this runner")]
+    Refused {
+        /// What the server said.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl ListenerError {
+    /// The process exit status for this error.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            ListenerError::SessionConflict => ExitStatus::SessionConflict,
+            ListenerError::RegistrationGone { .. } => ExitStatus::RegistrationGone,
+            ListenerError::Refused { .. } => ExitStatus::Error,
+        }
+    }
+}
+
+/// Where a polled message came from (legacy messages are deleted after processing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Legacy,
+    Broker,
+}
+
+/// The job currently running.
+struct Running {
+    job_id: String,
+    cancel: CancellationToken,
+    handle: JoinHandle<TaskResult>,
+}
+
+/// What the loop does after a message.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The listener of one registration.
+pub struct Listener<E: JobExecutor> {
+    cfg: ListenerConfig,
+    http: HttpClient,
+    tokens: Arc<TokenProvider>,
+    key: RunnerKey,
+    executor: Arc<E>,
+    legacy: LegacyClient,
+}
+
+impl<E: JobExecutor> Listener<E> {
+    /// A listener; `http` should not retry by itself (the listener owns the back-off).
+    pub fn new(
+        cfg: ListenerConfig,
+        http: HttpClient,
+        tokens: Arc<TokenProvider>,
+        key: RunnerKey,
+        executor: Arc<E>,
+    ) -> Self {
+        let legacy = LegacyClient::new(
+            http.clone(),
+            tokens.clone(),
+            &cfg.server_url,
+            cfg.identity.pool_id,
+        );
+        Listener {
+            cfg,
+            http,
+            tokens,
+            key,
+            executor,
+            legacy,
+        }
+    }
+
+    fn broker(&self, url: &str) -> BrokerClient {
+        BrokerClient::new(self.http.clone(), self.tokens.clone(), url)
+    }
+
+    /// Serves jobs until `shutdown` fires (or one job with `once`), then cleans up.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ListenerError> {
+        self.delete_stale_session().await;
+        let Some(mut session) = self.create_session(&shutdown).await? else {
+            return Ok(());
+        };
+        tracing::info!(broker = session.is_broker(), "listening for jobs");
+        let mut running: Option<Running> = None;
+        let mut last_message_id = None;
+        let mut backoff = PollErrorBackoff::default();
+        let mut guard = EmptyPollGuard::default();
+        let mut throttle = ErrorThrottle::default();
+        let timings = &self.cfg.timings;
+        loop {
+            let status = if running.is_some() {
+                PollStatus::Busy
+            } else {
+                PollStatus::Online
+            };
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => Event::Shutdown,
+                result = job_done(&mut running) => Event::JobDone(result),
+                polled = self.poll(&session, last_message_id, status) => Event::Polled(polled),
+            };
+            let polled = match event {
+                Event::Shutdown => break,
+                Event::JobDone(result) => {
+                    running = None;
+                    tracing::info!(result = result.as_str(), "job finished");
+                    if self.cfg.once {
+                        break;
+                    }
+                    continue;
+                }
+                Event::Polled(polled) => polled,
+            };
+            match polled {
+                Ok(None) => {
+                    backoff.on_success();
+                    let pause = guard.on_empty(Instant::now(), timings, &mut rand::thread_rng());
+                    if let Some(pause) = pause {
+                        tracing::debug!(?pause, "many empty polls, pausing");
+                        if !sleep_or(&shutdown, pause).await {
+                            break;
+                        }
+                    }
+                }
+                Ok(Some((source, message))) => {
+                    backoff.on_success();
+                    guard.on_message();
+                    if source == Source::Legacy {
+                        last_message_id = Some(message.message_id);
+                    }
+                    let flow = self
+                        .dispatch(&session, source, message, &mut running, &mut throttle)
+                        .await;
+                    if let Flow::Stop = flow {
+                        break;
+                    }
+                }
+                Err(err) => match classify(&err) {
+                    session::Failure::SessionGone => {
+                        tracing::warn!(error = %err, "session expired, creating a new one");
+                        match self.create_session(&shutdown).await? {
+                            Some(new) => session = new,
+                            None => break,
+                        }
+                    }
+                    session::Failure::RegistrationGone => {
+                        return Err(ListenerError::RegistrationGone {
+                            source: Box::new(err),
+                        });
+                    }
+                    session::Failure::Refused => {
+                        return Err(ListenerError::Refused {
+                            source: Box::new(err),
+                        });
+                    }
+                    _ => {
+                        let delay = backoff.on_error(timings, &mut rand::thread_rng());
+                        tracing::warn!(error = %err, consecutive = backoff.consecutive(), ?delay, "poll failed, backing off");
+                        if session.is_broker() && backoff.should_recreate_session(timings) {
+                            backoff.on_success();
+                            self.delete_session(&session).await;
+                            match self.create_session(&shutdown).await? {
+                                Some(new) => session = new,
+                                None => break,
+                            }
+                        } else if !sleep_or(&shutdown, delay).await {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        self.stop_job(running).await;
+        self.delete_session(&session).await;
+        tracing::info!("listener stopped");
+        Ok(())
+    }
+
+    /// One poll on the session's path (broker GETs get the inner retry).
+    async fn poll(
+        &self,
+        session: &Session,
+        last_message_id: Option<i64>,
+        status: PollStatus,
+    ) -> Result<Option<(Source, TaskAgentMessage)>, ServiceError> {
+        let timings = &self.cfg.timings;
+        match session {
+            Session::Legacy { id, .. } => {
+                let query = poll_query(id, last_message_id, status, &self.cfg.identity);
+                let message = self
+                    .legacy
+                    .get_message(&query, timings.long_poll_timeout)
+                    .await
+                    .map_err(ServiceError::Client)?;
+                Ok(message.map(|m| (Source::Legacy, m)))
+            }
+            Session::Broker { id, url } => {
+                let message = self.poll_broker(url, id, status).await?;
+                Ok(message.map(|m| (Source::Broker, m)))
+            }
+        }
+    }
+
+    async fn poll_broker(
+        &self,
+        url: &str,
+        session_id: &str,
+        status: PollStatus,
+    ) -> Result<Option<TaskAgentMessage>, ServiceError> {
+        let timings = &self.cfg.timings;
+        let broker = self.broker(url);
+        let mut attempt = 1;
+        loop {
+            let result = broker
+                .get_message(
+                    session_id,
+                    status,
+                    &self.cfg.identity,
+                    timings.long_poll_timeout,
+                )
+                .await;
+            match result {
+                Err(err) if err.is_retryable() && attempt < timings.broker_inner_attempts => {
+                    tracing::debug!(attempt, error = %err, "broker poll failed, retrying");
+                    attempt += 1;
+                    let delay = timings.broker_inner_retry.sample(&mut rand::thread_rng());
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Decrypts, decodes and acts on one message; deletes legacy messages afterwards.
+    async fn dispatch(
+        &self,
+        session: &Session,
+        source: Source,
+        message: TaskAgentMessage,
+        running: &mut Option<Running>,
+        throttle: &mut ErrorThrottle,
+    ) -> Flow {
+        let message_id = message.message_id;
+        let message_type = message.message_type.clone();
+        tracing::debug!(message_id, message_type, "message received");
+        let (flow, delete) = match session.open(&message) {
+            Ok(decoded) => self.act(session, decoded, running, throttle).await,
+            Err(err) => {
+                tracing::warn!(message_id, message_type, error = %err, cause = ?std::error::Error::source(&err), "undecodable message skipped");
+                (Flow::Continue, true)
+            }
+        };
+        if delete && source == Source::Legacy {
+            let timeout = self.cfg.timings.request_timeout;
+            if let Err(err) = self
+                .legacy
+                .delete_message(session.id(), message_id, timeout)
+                .await
+            {
+                tracing::warn!(message_id, error = %err, "cannot delete message");
+            }
+        }
+        flow
+    }
+
+    /// Acts on a decoded message; returns the flow and whether to delete the message.
+    async fn act(
+        &self,
+        session: &Session,
+        message: ListenerMessage,
+        running: &mut Option<Running>,
+        throttle: &mut ErrorThrottle,
+    ) -> (Flow, bool) {
+        match message {
+            ListenerMessage::PipelineAgentJobRequest(job) => {
+                self.start_legacy_job(job, running);
+                (Flow::Continue, true)
+            }
+            ListenerMessage::RunnerJobRequest(job) => {
+                self.start_broker_job(session, &job, running, throttle)
+                    .await;
+                (Flow::Continue, true)
+            }
+            ListenerMessage::JobCancellation(cancel) => {
+                match running.as_ref() {
+                    Some(r) if r.job_id.eq_ignore_ascii_case(&cancel.job_id) => {
+                        tracing::info!(job_id = %cancel.job_id, "job cancellation requested");
+                        r.cancel.cancel();
+                    }
+                    _ => {
+                        tracing::info!(job_id = %cancel.job_id, "cancellation for a job not running here, ignored")
+                    }
+                }
+                (Flow::Continue, true)
+            }
+            ListenerMessage::BrokerMigration(migration) => {
+                tracing::debug!(broker = %migration.broker_base_url, "broker migration, polling the broker");
+                let status = if running.is_some() {
+                    PollStatus::Busy
+                } else {
+                    PollStatus::Online
+                };
+                match self
+                    .poll_broker(&migration.broker_base_url, session.id(), status)
+                    .await
+                {
+                    Ok(Some(message)) => match session.open(&message) {
+                        Ok(decoded) => (
+                            Box::pin(self.act(session, decoded, running, throttle))
+                                .await
+                                .0,
+                            false,
+                        ),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "undecodable broker message skipped");
+                            (Flow::Continue, false)
+                        }
+                    },
+                    Ok(None) => (Flow::Continue, false),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "broker poll after migration failed");
+                        (Flow::Continue, false)
+                    }
+                }
+            }
+            ListenerMessage::ForceTokenRefresh => {
+                tracing::info!("token refresh requested");
+                self.tokens.invalidate();
+                (Flow::Continue, true)
+            }
+            ListenerMessage::AgentRefresh(_) | ListenerMessage::RunnerRefresh(_) => {
+                tracing::info!("self-update request ignored: ghrunner-vm never updates itself");
+                (Flow::Continue, true)
+            }
+            ListenerMessage::RunnerShutdown(shutdown) => {
+                tracing::info!(reason = %shutdown.reason, "service asked the runner to shut down");
+                (Flow::Stop, false)
+            }
+            ListenerMessage::Unknown { message_type } => {
+                tracing::warn!(message_type, "unknown message type ignored");
+                (Flow::Continue, true)
+            }
+        }
+    }
+
+    fn start_legacy_job(&self, job: serde_json::Value, running: &mut Option<Running>) {
+        if running.is_some() {
+            tracing::warn!("job message while a job is running, ignored");
+            return;
+        }
+        match JobRef::from_message(&job) {
+            Ok(job_ref) => {
+                let channel = LegacyChannel::new(
+                    self.http.clone(),
+                    self.legacy.clone(),
+                    job_ref.clone(),
+                    self.cfg.timings.clone(),
+                );
+                *running = Some(self.spawn_job(channel, job_ref, job));
+            }
+            Err(err) => tracing::error!(error = %err, "job message unusable, skipped"),
+        }
+    }
+
+    async fn start_broker_job(
+        &self,
+        session: &Session,
+        job: &RunnerJobRequestRef,
+        running: &mut Option<Running>,
+        throttle: &mut ErrorThrottle,
+    ) {
+        if running.is_some() {
+            tracing::warn!("job request while a job is running, ignored");
+            return;
+        }
+        let timings = &self.cfg.timings;
+        if job.should_acknowledge {
+            let url = session.broker_url().map(str::to_owned);
+            if let Some(url) = url.or_else(|| self.cfg.broker_url.clone()) {
+                let ack = self
+                    .broker(&url)
+                    .acknowledge(
+                        session.id(),
+                        &job.runner_request_id,
+                        PollStatus::Online,
+                        &self.cfg.identity,
+                        timings.acknowledge_timeout,
+                    )
+                    .await;
+                if let Err(err) = ack {
+                    tracing::warn!(error = %err, "acknowledge failed (best effort)");
+                }
+            }
+        }
+        let Some(message) = jobs::acquire(&self.http, &self.tokens, job, throttle, timings).await
+        else {
+            return;
+        };
+        match JobRef::from_message(&message) {
+            Ok(job_ref) => {
+                let channel =
+                    RunServiceChannel::new(self.http.clone(), job_ref.clone(), timings.clone());
+                *running = Some(self.spawn_job(channel, job_ref, message));
+            }
+            Err(err) => tracing::error!(error = %err, "acquired job message unusable, skipped"),
+        }
+    }
+
+    fn spawn_job<C: JobChannel>(
+        &self,
+        channel: C,
+        job: JobRef,
+        message: serde_json::Value,
+    ) -> Running {
+        let cancel = CancellationToken::new();
+        let control = JobControl {
+            cancel: cancel.clone(),
+            kill_after: self.cfg.cancel_kill_after,
+        };
+        let executor = self.executor.clone();
+        let timings = self.cfg.timings.clone();
+        let span = tracing::info_span!("job", job_id = %job.job_id);
+        tracing::info!(parent: &span, "job started");
+        let handle = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                run_job(
+                    Arc::new(channel),
+                    executor.as_ref(),
+                    message,
+                    control,
+                    &timings,
+                )
+                .await
+            },
+            span,
+        ));
+        Running {
+            job_id: job.job_id,
+            cancel,
+            handle,
+        }
+    }
+
+    /// Lets a running job finish within the grace period, else cancels it and waits for its
+    /// completion report.
+    async fn stop_job(&self, running: Option<Running>) {
+        let Some(mut job) = running else {
+            return;
+        };
+        tracing::info!(grace = ?self.cfg.shutdown_grace, "waiting for the running job");
+        if tokio::time::timeout(self.cfg.shutdown_grace, &mut job.handle)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::info!("grace period over, cancelling the job");
+        job.cancel.cancel();
+        if let Err(err) = job.handle.await {
+            tracing::error!(error = %err, "job task failed");
+        }
+    }
+}
+
+enum Event {
+    Shutdown,
+    JobDone(TaskResult),
+    Polled(Result<Option<(Source, TaskAgentMessage)>, ServiceError>),
+}
+
+/// Resolves when the running job ends (never, when none runs).
+async fn job_done(running: &mut Option<Running>) -> TaskResult {
+    match running.as_mut() {
+        Some(job) => match (&mut job.handle).await {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!(error = %err, "job task failed");
+                TaskResult::Failed
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps `delay` unless `shutdown` fires first; false when it did.
+async fn sleep_or(shutdown: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
