@@ -1,11 +1,41 @@
-//! `ghrunner-vm run`.
+//! `ghrunner-vm run`: one listener per registration under `<dir>/runners/`, each serving one
+//! job at a time, until SIGINT/SIGTERM (`--once`, or an ephemeral registration: one job).
+//!
+//! On a signal the listeners stop polling, give a running job
+//! [`SHUTDOWN_GRACE`](crate::listener::SHUTDOWN_GRACE) to finish, then cancel it (reported
+//! `canceled`), delete their sessions and exit 0.
+//!
+//! The job executor is built by [`build_executor`]. Until the VM job runner is wired there,
+//! `run` refuses to start rather than pretend. For tests only, the hidden environment variable
+//! `GHRUNNER_VM_TEST_EXECUTOR=sleep:<milliseconds>` selects a fake executor that waits that long
+//! (or until cancelled) and reports success with the output `slept=<milliseconds>`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
+use crate::client::http::{HttpClient, RetryPolicy, runner_arch};
+use crate::client::session::RunnerIdentity;
+use crate::client::{RUNNER_VERSION, TokenProvider};
+use crate::config::runner::{Registration, list_registration_dirs};
 use crate::exit::ExitStatus;
+use crate::job::lifecycle::{ExecutorError, JobExecutor, JobOutcome};
+use crate::listener::backoff::Timings;
+use crate::listener::jobs::runner_os;
+use crate::listener::{CANCEL_KILL_AFTER, Listener, ListenerConfig, SHUTDOWN_GRACE};
+use crate::protocol::TaskResult;
+use crate::protocol::lifecycle::VariableValue;
+
+/// Hidden test hook selecting the fake executor (see the module docs).
+pub const TEST_EXECUTOR_ENV: &str = "GHRUNNER_VM_TEST_EXECUTOR";
+/// Hidden test hook: multiply every listener delay by this factor (e.g. `0.01`).
+pub const TEST_TIMING_SCALE_ENV: &str = "GHRUNNER_VM_TEST_TIMING_SCALE";
 
 /// Listen for jobs and run each in a fresh VM, until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
@@ -18,8 +48,191 @@ pub struct RunArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// The executor `run` uses.
+#[derive(Debug, Clone)]
+pub enum RunExecutor {
+    /// The test executor selected by [`TEST_EXECUTOR_ENV`].
+    Sleep(SleepExecutor),
+}
+
+impl JobExecutor for RunExecutor {
+    async fn execute(
+        &self,
+        message: serde_json::Value,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutorError> {
+        match self {
+            RunExecutor::Sleep(sleep) => sleep.execute(message, cancel).await,
+        }
+    }
+}
+
+/// Builds the job executor for `run`.
+pub fn build_executor(global: &GlobalArgs) -> anyhow::Result<RunExecutor> {
+    let _ = global;
+    if let Ok(spec) = std::env::var(TEST_EXECUTOR_ENV) {
+        return SleepExecutor::parse(&spec).map(RunExecutor::Sleep);
+    }
+    anyhow::bail!("running jobs in VMs is not wired into `run` yet: this build cannot execute jobs")
+}
+
+/// A fake executor for tests: waits, or stops early when cancelled.
+#[derive(Debug, Clone)]
+pub struct SleepExecutor {
+    /// How long a job "runs".
+    pub duration: Duration,
+}
+
+impl SleepExecutor {
+    fn parse(spec: &str) -> anyhow::Result<SleepExecutor> {
+        let millis = spec
+            .strip_prefix("sleep:")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .with_context(|| {
+                format!("{TEST_EXECUTOR_ENV} must be sleep:<milliseconds>, not {spec:?}")
+            })?;
+        Ok(SleepExecutor {
+            duration: Duration::from_millis(millis),
+        })
+    }
+}
+
+impl JobExecutor for SleepExecutor {
+    async fn execute(
+        &self,
+        _message: serde_json::Value,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutorError> {
+        tokio::select! {
+            _ = cancel.cancelled() => Ok(JobOutcome::with_result(TaskResult::Canceled)),
+            _ = tokio::time::sleep(self.duration) => {
+                let outputs = BTreeMap::from([(
+                    "slept".to_owned(),
+                    VariableValue { value: self.duration.as_millis().to_string(), is_secret: false },
+                )]);
+                Ok(JobOutcome { outputs, ..JobOutcome::with_result(TaskResult::Succeeded) })
+            }
+        }
+    }
+}
+
 /// Runs `run`.
 pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let _ = (args, global);
-    anyhow::bail!("`run` is not implemented yet")
+    if args.metrics_addr.is_some() {
+        anyhow::bail!("--metrics-addr is not supported yet");
+    }
+    let dir = global.runner_dir()?;
+    let registrations = list_registration_dirs(&dir)
+        .with_context(|| format!("cannot list the registrations in {}", dir.display()))?;
+    if registrations.is_empty() {
+        anyhow::bail!(
+            "no runner is registered in {}: run `ghrunner-vm register` first",
+            dir.display()
+        );
+    }
+    let executor = Arc::new(build_executor(global)?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for reg_dir in registrations {
+        let registration = Registration::load(&reg_dir)
+            .with_context(|| format!("cannot load the registration in {}", reg_dir.display()))?;
+        let listener = build_listener(registration, args.once, executor.clone())?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { listener.run(shutdown).await });
+    }
+    let mut status = ExitStatus::Success;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                eprintln!("error: {}", err_with_status(&err, &mut status));
+                shutdown.cancel();
+            }
+            Err(err) => return Err(err).context("a listener task failed"),
+        }
+    }
+    Ok(status)
+}
+
+fn err_with_status(err: &crate::listener::ListenerError, status: &mut ExitStatus) -> String {
+    *status = err.exit_status();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn build_listener(
+    registration: Registration,
+    once: bool,
+    executor: Arc<RunExecutor>,
+) -> anyhow::Result<Listener<RunExecutor>> {
+    let http = HttpClient::with_retry(RetryPolicy::NONE)?;
+    let tokens = Arc::new(TokenProvider::for_registration(
+        http.clone(),
+        &registration,
+    )?);
+    let runner = &registration.runner;
+    let timings = match std::env::var(TEST_TIMING_SCALE_ENV)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        Some(scale) => Timings::scaled(scale),
+        None => Timings::official(),
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let identity = RunnerIdentity {
+        agent_id: runner.agent_id,
+        agent_name: runner.agent_name.clone(),
+        pool_id: runner.pool_id,
+        version: RUNNER_VERSION.to_owned(),
+        os: runner_os().to_owned(),
+        architecture: runner_arch().to_owned(),
+        owner_name: format!("{host} (PID: {})", std::process::id()),
+    };
+    let broker_url = runner
+        .use_v2_flow
+        .then(|| runner.server_url_v2.clone())
+        .flatten();
+    let cfg = ListenerConfig {
+        identity,
+        server_url: runner.server_url.clone(),
+        broker_url,
+        once: once || runner.ephemeral,
+        state_dir: registration.dir.clone(),
+        timings,
+        shutdown_grace: SHUTDOWN_GRACE,
+        cancel_kill_after: CANCEL_KILL_AFTER,
+    };
+    Ok(Listener::new(
+        cfg,
+        http,
+        tokens,
+        registration.key.clone(),
+        executor,
+    ))
+}
+
+/// Cancels `shutdown` at the first SIGINT or SIGTERM.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
+    shutdown.cancel();
 }
