@@ -178,13 +178,12 @@ fn build_listener(
         &registration,
     )?);
     let runner = &registration.runner;
-    let timings = match std::env::var(TEST_TIMING_SCALE_ENV)
+    let scale = std::env::var(TEST_TIMING_SCALE_ENV)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
-    {
-        Some(scale) => Timings::scaled(scale),
-        None => Timings::official(),
-    };
+        .filter(|s| *s > 0.0);
+    let timings = scale.map_or_else(Timings::official, Timings::scaled);
+    let scaled = |d: Duration| scale.map_or(d, |s| d.mul_f64(s));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
@@ -208,8 +207,8 @@ fn build_listener(
         once: once || runner.ephemeral,
         state_dir: registration.dir.clone(),
         timings,
-        shutdown_grace: SHUTDOWN_GRACE,
-        cancel_kill_after: CANCEL_KILL_AFTER,
+        shutdown_grace: scaled(SHUTDOWN_GRACE),
+        cancel_kill_after: scaled(CANCEL_KILL_AFTER),
     };
     Ok(Listener::new(
         cfg,

@@ -497,7 +497,10 @@ impl<E: JobExecutor> Listener<E> {
             return;
         };
         match JobRef::from_message(&message) {
-            Ok(job_ref) => {
+            Ok(mut job_ref) => {
+                if job_ref.billing_owner_id.is_none() {
+                    job_ref.billing_owner_id = job.billing_owner_id.clone();
+                }
                 let channel =
                     RunServiceChannel::new(self.http.clone(), job_ref.clone(), timings.clone());
                 *running = Some(self.spawn_job(channel, job_ref, message));

@@ -195,6 +195,29 @@ impl LocalService {
         self.shared.lock().faults.push(fault.into_rule());
     }
 
+    /// Stops accepting and closes every open connection but keeps the state, so
+    /// [`resume_listening`](Self::resume_listening) can restart the same service (an outage:
+    /// clients get "connection refused" meanwhile).
+    pub async fn stop_listening(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same address after [`stop_listening`](Self::stop_listening).
+    pub async fn resume_listening(&mut self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.cancel = CancellationToken::new();
+        let app = router(self.shared.clone());
+        self.task = Some(tokio::spawn(accept_loop(
+            listener,
+            app,
+            self.cancel.clone(),
+        )));
+        Ok(())
+    }
+
     /// Stops accepting and closes every connection.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
