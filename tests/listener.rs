@@ -334,6 +334,7 @@ async fn a_thirty_second_outage_is_survived_with_bounded_requests() {
     runner.svc.stop_listening().await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during = failures.load(Ordering::SeqCst);
+    eprintln!("failed polls during a 30 s outage (fast timings): {during}");
     runner.svc.resume_listening().await.unwrap();
     // Fast timings back off 150–300 ms, then 300–600 ms: about 60–100 attempts in 30 s. A
     // busy loop would make thousands; giving up would make a handful.
@@ -470,4 +471,59 @@ async fn tampered_messages_are_skipped_and_the_loop_continues() {
         .filter(|e| matches!(e, ProtocolEvent::MessageDeleted { .. }))
         .count();
     assert!(deletes >= 4, "tampered messages are deleted too: {deletes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_job_reports_it_deletes_the_session_and_exits_0() {
+    use ghrunner_vm::config::{Registration, RunnerSettings};
+    let svc = LocalService::start(LocalServiceConfig::default())
+        .await
+        .unwrap();
+    let key = RunnerKey::generate().unwrap();
+    let (agent_id, credentials) = seed_agent(&svc, &key);
+    let proto = protocol_state(&svc.state());
+    let root = tempfile::tempdir().unwrap();
+    let registration = Registration {
+        dir: root.path().join("runners").join("r1"),
+        runner: RunnerSettings {
+            agent_id,
+            agent_name: "r1".into(),
+            pool_id: 1,
+            server_url: svc.tenant_url(),
+            git_hub_url: svc.repo_url("o", "r"),
+            disable_update: true,
+            ..Default::default()
+        },
+        credentials,
+        key,
+    };
+    registration.save().unwrap();
+    // The VM executor is not wired into `run` yet: the hidden test executor stands in.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ghrunner-vm"))
+        .arg("--dir")
+        .arg(root.path())
+        .arg("run")
+        .env("GHRUNNER_VM_TEST_EXECUTOR", "sleep:600000")
+        .env("GHRUNNER_VM_TEST_TIMING_SCALE", "0.01")
+        .env("GHRUNNER_VM_LOG", "ghrunner_vm=debug")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let job_id = proto.enqueue_legacy_job(job("term", 12));
+    eventually("job running", || {
+        proto.job(&job_id).filter(|r| r.renewals >= 1)
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = with_timeout(child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    let body = proto
+        .job(&job_id)
+        .unwrap()
+        .completion
+        .expect("job reported");
+    assert_eq!(body["result"], "canceled");
+    assert!(session_deleted(&proto.events()));
+    assert!(proto.sessions().is_empty());
 }
