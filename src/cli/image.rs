@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use crate::config::Settings;
 use crate::exit::ExitStatus;
 use crate::image::list::ListedImage;
 use crate::image::{BuildOptions, Progress, ProgressKind, Recipe};
@@ -130,20 +131,8 @@ fn list(args: ImageListArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> 
 /// The `images:` map (label → image directory) of `<runner dir>/config.yaml`; relative
 /// directories are resolved against the runner directory. No file: no labels.
 fn labelled_images(runner_dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let path = runner_dir.join("config.yaml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    #[derive(serde::Deserialize)]
-    struct ImagesOnly {
-        #[serde(default)]
-        images: BTreeMap<String, PathBuf>,
-    }
-    let parsed: ImagesOnly = serde_yaml::from_str(&text)
-        .with_context(|| format!("{} has no valid `images:` map", path.display()))?;
-    Ok(parsed
+    let settings = Settings::load(runner_dir)?;
+    Ok(settings
         .images
         .into_iter()
         .map(|(label, dir)| (label, runner_dir.join(dir)))

@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -16,13 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{RenameFlags, renameat2};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
 use super::recipe::Recipe;
+use super::staging::{Staging, check_replaceable};
 use super::{Image, ImageError, ImageManifest, MANIFEST_FILE, Missing};
 
 /// How many of the script's last output lines a failure report quotes.
@@ -101,6 +99,8 @@ pub fn build(
     check_prerequisites(recipe, &script, opts)?;
 
     let out = absolute(&opts.out)?;
+    // Fail before a long build, not after it (install checks again).
+    check_replaceable(&out)?;
     let staging = Staging::new(&out)?;
     run_script(recipe, &script, staging.path(), opts, &mut emit)?;
 
@@ -122,7 +122,10 @@ pub fn build(
     Image::load(&out)
 }
 
-fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
+pub(super) fn io(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ImageError {
     let path = path.into();
     move |source| ImageError::Io {
         action,
@@ -397,124 +400,6 @@ fn finalize_manifest(recipe: &Recipe, dir: &Path) -> Result<ImageManifest, Image
     Ok(manifest)
 }
 
-/// The staging directory next to the destination. Removed on drop unless installed, and never
-/// removed while something is mounted inside it (a recipe killed mid-way may leave mounts).
-struct Staging {
-    dir: Option<TempDir>,
-}
-
-impl Staging {
-    fn new(out: &Path) -> Result<Staging, ImageError> {
-        let parent = out.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
-            .tempdir_in(parent)
-            .map_err(io("creating a staging directory in", parent))?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(io("setting the mode of", dir.path()))?;
-        Ok(Staging { dir: Some(dir) })
-    }
-
-    fn path(&self) -> &Path {
-        // Only `install` and `drop` take the directory out.
-        self.dir.as_ref().map_or(Path::new(""), |d| d.path())
-    }
-
-    /// Moves the staged image to `out`: a rename if `out` does not exist, else an atomic
-    /// exchange with the previous image, which is then removed with the staging directory.
-    fn install(mut self, out: &Path) -> Result<(), ImageError> {
-        let staged = self.path().to_path_buf();
-        match std::fs::symlink_metadata(out) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::rename(&staged, out).map_err(io("moving the image to", out))?;
-                if let Some(dir) = self.dir.take() {
-                    let _ = dir.keep();
-                }
-                Ok(())
-            }
-            Err(e) => Err(io("inspecting", out)(e)),
-            Ok(meta) => {
-                let replaceable =
-                    meta.is_dir() && (out.join(MANIFEST_FILE).exists() || is_empty_dir(out));
-                if !replaceable {
-                    return Err(ImageError::NotAnImageDir {
-                        dir: out.to_path_buf(),
-                    });
-                }
-                renameat2(None, &staged, None, out, RenameFlags::RENAME_EXCHANGE)
-                    .map_err(|e| io("replacing", out)(std::io::Error::from(e)))
-            }
-        }
-    }
-}
-
-fn is_empty_dir(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let Some(dir) = self.dir.take() else { return };
-        let mounts = mounts_under(dir.path());
-        if !mounts.is_empty() {
-            let path = dir.keep();
-            tracing::warn!(
-                staging = %path.display(),
-                mounts = ?mounts,
-                "not removing the staging directory: filesystems are still mounted inside it"
-            );
-        }
-    }
-}
-
-/// Mount points at or below `dir`, from /proc/self/mountinfo.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    mount_points(&info)
-        .into_iter()
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
-/// The mount points (5th field, octal escapes decoded) of a mountinfo text.
-fn mount_points(info: &str) -> Vec<PathBuf> {
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_octal(field)))
-        .collect()
-}
-
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            std::str::from_utf8(d)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,16 +413,6 @@ mod tests {
         assert_eq!(missing[0].package, "busybox-static");
         assert_eq!(missing[0].what, "command `busybox` not found");
         assert_eq!(missing[1].what, "kernel /x does not exist");
-    }
-
-    #[test]
-    fn mountinfo_mount_points_are_unescaped() {
-        let info = "22 1 0:21 / /proc rw,nosuid shared:5 - proc proc rw\n\
-                    99 22 0:50 / /tmp/a\\040b/root/proc rw - proc proc rw\n";
-        assert_eq!(
-            mount_points(info),
-            vec![PathBuf::from("/proc"), PathBuf::from("/tmp/a b/root/proc")]
-        );
     }
 
     fn fake_recipe(script: &str) -> Recipe {
@@ -630,9 +505,17 @@ EOF
             out: root.path().to_path_buf(),
             ..BuildOptions::default()
         };
-        let err = build(&fake_recipe(GOOD), &opts, &mut |_| {}).unwrap_err();
+        let mut ran = false;
+        let err = build(&fake_recipe(GOOD), &opts, &mut |p| {
+            ran |= p.text == "writing"
+        })
+        .unwrap_err();
         assert!(matches!(err, ImageError::NotAnImageDir { .. }), "{err}");
-        assert!(root.path().join("precious").exists());
+        assert!(
+            !ran,
+            "the recipe must not run when its output could not be installed"
+        );
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod build;
 pub mod list;
 pub mod recipe;
+mod staging;
 
 pub use build::{BuildOptions, Progress, ProgressKind, build};
 pub use recipe::Recipe;
