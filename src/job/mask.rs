@@ -13,6 +13,7 @@
 //! UTF-8 is masked before it is decoded.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -51,8 +52,10 @@ pub struct SecretMasker {
     literals: BTreeSet<String>,
     /// Regex hints (bytes regexes so invalid UTF-8 input can be masked too).
     regexes: Vec<regex::bytes::Regex>,
-    /// Automaton over `literals`, rebuilt whenever a literal is added.
-    automaton: Option<AhoCorasick>,
+    /// Automaton over `literals`, built on first use after literals were added (so a burst of
+    /// `::add-mask::` lines costs one build, not one per line). `None` inside: no literals, or
+    /// the build failed (then a plain scan is used).
+    automaton: OnceLock<Option<AhoCorasick>>,
     /// Length in bytes of the longest literal.
     max_literal_len: usize,
 }
@@ -146,7 +149,7 @@ impl SecretMasker {
     /// The merged (overlapping or touching ranges joined), sorted byte ranges of all matches.
     pub fn match_ranges(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
         let mut ranges = Vec::new();
-        if let Some(automaton) = &self.automaton {
+        if let Some(automaton) = self.automaton.get_or_init(|| self.build_automaton()) {
             for m in automaton.find_overlapping_iter(bytes) {
                 ranges.push((m.start(), m.end()));
             }
@@ -173,7 +176,9 @@ impl SecretMasker {
     fn add_with_variants(&mut self, value: &str) -> bool {
         let mut added = false;
         for variant in encoded_variants(value) {
+            let len = variant.len();
             if !variant.is_empty() && self.literals.insert(variant) {
+                self.max_literal_len = self.max_literal_len.max(len);
                 added = true;
             }
         }
@@ -181,17 +186,19 @@ impl SecretMasker {
     }
 
     fn rebuild(&mut self) {
-        self.max_literal_len = self.literals.iter().map(String::len).max().unwrap_or(0);
+        self.automaton = OnceLock::new();
+    }
+
+    fn build_automaton(&self) -> Option<AhoCorasick> {
+        if self.literals.is_empty() {
+            return None;
+        }
         // Building only fails beyond the crate's size limits, far past any realistic set of
         // secrets; `match_ranges` then falls back to a plain scan rather than masking nothing.
-        self.automaton = if self.literals.is_empty() {
-            None
-        } else {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(&self.literals)
-                .ok()
-        };
+        AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(&self.literals)
+            .ok()
     }
 }
 
@@ -481,6 +488,22 @@ mod tests {
         assert_eq!(powershell_pre_ampersand("secret1&+secret2"), "secret1&+");
         assert_eq!(powershell_post_ampersand("secret1&+secret2"), "ecret2");
         assert_eq!(powershell_post_ampersand("part1&part2&part3x"), "part3x");
+    }
+
+    #[test]
+    fn a_burst_of_values_masks_every_one() {
+        let mut m = SecretMasker::new();
+        let started = std::time::Instant::now();
+        for i in 0..5000 {
+            m.add_value(&format!("burst-secret-{i:05}"));
+        }
+        let registered = started.elapsed();
+        let line = "a burst-secret-00042 b burst-secret-04999 c";
+        assert_eq!(m.mask(line), "a *** b *** c");
+        println!(
+            "5000 values: registered in {registered:?}, first line masked after {:?}",
+            started.elapsed()
+        );
     }
 
     proptest! {
