@@ -151,10 +151,12 @@ impl Hypervisor for Qemu {
             }
         };
         tracing::info!(vm = %spec.name, accel = %choice.accel, "vm ready");
+        let (ssh, qmp, ssh_addr) = parts;
         Ok(QemuVm {
             name: spec.name,
-            ssh: parts.0,
-            qmp: tokio::sync::Mutex::new(parts.1),
+            ssh,
+            ssh_addr,
+            qmp: tokio::sync::Mutex::new(qmp),
             res,
         })
     }
@@ -167,7 +169,7 @@ async fn boot(
     res: &mut Resources,
     accel: args::Accel,
     kernel: &Path,
-) -> Result<(SshConnection, Qmp), VmError> {
+) -> Result<(SshConnection, Qmp, SocketAddr), VmError> {
     let overlay = match &spec.image.manifest.disk {
         Some(disk) => {
             let overlay = res.dir.join("disk.qcow2");
@@ -241,7 +243,7 @@ async fn boot(
         deadline,
     )
     .await?;
-    Ok((ssh, qmp))
+    Ok((ssh, qmp, addr))
 }
 
 fn spawn_qemu(qemu: &Path, plan: &LaunchPlan, dir: &Path) -> Result<Child, VmError> {
@@ -416,6 +418,7 @@ impl Drop for Resources {
 pub struct QemuVm {
     name: String,
     ssh: SshConnection,
+    ssh_addr: SocketAddr,
     qmp: tokio::sync::Mutex<Qmp>,
     res: Resources,
 }
@@ -424,6 +427,16 @@ impl QemuVm {
     /// The VM's work directory on the host.
     pub fn work_dir(&self) -> &Path {
         &self.res.dir
+    }
+
+    /// The host address forwarded to the guest's SSH port.
+    pub fn ssh_addr(&self) -> SocketAddr {
+        self.ssh_addr
+    }
+
+    /// The pid of the QEMU process.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.res.marker.processes.last().map(|p| p.pid)
     }
 
     /// `query-status` over QMP.
@@ -469,6 +482,7 @@ impl Vm for QemuVm {
             ssh,
             qmp,
             res,
+            ..
         } = self;
         drop(ssh);
         let mut qmp = qmp.into_inner();

@@ -27,9 +27,6 @@ pub const PASST_READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for passt's socket.
 const PASST_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The user passt switches to when started as root (its documented default).
-const PASST_ROOT_USER: &str = "nobody";
-
 /// Picks a free TCP port on the host's loopback for the SSH forward.
 ///
 /// The port is released before QEMU or passt binds it; another process could take it in
@@ -49,8 +46,17 @@ pub fn free_loopback_port() -> Result<u16, VmError> {
 }
 
 /// The passt argv (without the program).
-pub fn passt_args(socket: &Path, host_port: u16) -> Vec<std::ffi::OsString> {
-    vec![
+///
+/// Started as root, passt would switch to `nobody`, who cannot reach the socket inside the
+/// private (0700) VM directory; `as_root` keeps uid 0 instead. passt still drops all
+/// capabilities and isolates itself (empty mount namespace, seccomp) either way.
+pub fn passt_args(socket: &Path, host_port: u16, as_root: bool) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = if as_root {
+        vec!["--runas".into(), "0".into()]
+    } else {
+        Vec::new()
+    };
+    args.extend::<[std::ffi::OsString; 9]>([
         "--foreground".into(),
         "--quiet".into(),
         "--no-map-gw".into(),
@@ -60,7 +66,8 @@ pub fn passt_args(socket: &Path, host_port: u16) -> Vec<std::ffi::OsString> {
         format!("127.0.0.1/{host_port}:{GUEST_SSH_PORT}").into(),
         "--udp-ports".into(),
         "none".into(),
-    ]
+    ]);
+    args
 }
 
 /// A network backend ready for QEMU, with the passt process if one runs.
@@ -93,8 +100,12 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
                 path: dir.join("passt.log"),
                 source,
             })?;
-            let mut child = Command::new(passt)
-                .args(passt_args(&socket, ssh_port))
+            let child = Command::new(passt)
+                .args(passt_args(
+                    &socket,
+                    ssh_port,
+                    nix::unistd::geteuid().is_root(),
+                ))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -103,40 +114,49 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
                     program: passt.display().to_string(),
                     source,
                 })?;
-            if let Err(e) = wait_for_socket(&mut child, &socket, dir).await {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
+            // Killed if this future is dropped or fails before handing the child over.
+            let mut guard = ChildGuard(Some(child));
+            wait_for_socket(guard.get(), &socket, dir).await?;
+            let child = guard.0.take();
             Ok(Network {
                 backend: NetBackend::Passt { socket },
                 ssh_port,
-                passt: Some(child),
+                passt: child,
             })
         }
     }
 }
 
-/// Creates the directory for passt's socket. Started as root, passt switches to `nobody`, so
-/// the directory belongs to that user (mode 0700: nobody else can reach the socket).
+/// Kills and reaps a child process on drop unless taken out.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn get(&mut self) -> &mut Child {
+        // Invariant: the child is only taken out when the guard is consumed.
+        self.0.as_mut().expect("child present until handed over")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Creates the directory for passt's socket (mode 0700).
 fn prepare_socket_dir(net_dir: &Path) -> Result<(), VmError> {
     use std::os::unix::fs::DirBuilderExt as _;
-    let io = |source| VmError::Io {
-        action: "creating",
-        path: net_dir.to_owned(),
-        source,
-    };
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(net_dir)
-        .map_err(io)?;
-    if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name(PASST_ROOT_USER)
-            .map_err(|e| io(std::io::Error::from(e)))?
-            .ok_or_else(|| io(std::io::Error::other("user nobody does not exist")))?;
-        nix::unistd::chown(net_dir, Some(user.uid), Some(user.gid)).map_err(|e| io(e.into()))?;
-    }
-    Ok(())
+        .map_err(|source| VmError::Io {
+            action: "creating",
+            path: net_dir.to_owned(),
+            source,
+        })
 }
 
 async fn wait_for_socket(child: &mut Child, socket: &Path, dir: &Path) -> Result<(), VmError> {
@@ -171,7 +191,7 @@ mod tests {
 
     #[test]
     fn passt_forwards_only_loopback_ssh_and_disables_gateway_mapping() {
-        let args = passt_args(Path::new("/vm/net/passt.sock"), 40022);
+        let args = passt_args(Path::new("/vm/net/passt.sock"), 40022, false);
         let args: Vec<_> = args.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             args,
@@ -187,6 +207,8 @@ mod tests {
                 "none"
             ]
         );
+        let as_root = passt_args(Path::new("/s"), 1, true);
+        assert_eq!(as_root[..2], ["--runas", "0"]);
     }
 
     #[test]
