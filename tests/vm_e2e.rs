@@ -360,16 +360,29 @@ async fn two_vms_from_one_template_do_not_share_files() {
 /// that answers every connection with a token. Deleted on drop.
 struct NetnsServer {
     name: String,
+    host_if: String,
     addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Distinguishes the namespaces of successive tests of this process.
+static NETNS_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl NetnsServer {
     fn start(token: &'static str) -> Self {
-        let id = std::process::id() % 250;
+        let seq = NETNS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() + seq) % 250;
         let name = format!("ghrt{id}");
         let (host_if, ns_if) = (format!("ghrh{id}"), format!("ghrn{id}"));
         let (host_ip, ns_ip) = (format!("10.213.{id}.1"), format!("10.213.{id}.2"));
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &host_if])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         for args in [
             vec!["netns", "add", &name],
             vec![
@@ -402,27 +415,45 @@ impl NetnsServer {
         let ns_path = format!("/run/netns/{name}");
         let (tx, rx) = std::sync::mpsc::channel();
         let bind_ip: Ipv4Addr = ns_ip.parse().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         // A thread that enters the namespace (setns affects only the calling thread) and serves.
         std::thread::spawn(move || {
             let ns = std::fs::File::open(&ns_path).unwrap();
             nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let listener = TcpListener::bind((bind_ip, 0)).unwrap();
+            listener.set_nonblocking(true).unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            for stream in listener.incoming().flatten() {
-                use std::io::Write as _;
-                let mut stream = stream;
-                let _ = stream.write_all(token.as_bytes());
+            // Polls so that the thread (which keeps the namespace alive) ends with the test.
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        use std::io::Write as _;
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.write_all(token.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("netns server");
-        Self { name, addr }
+        Self {
+            name,
+            host_if,
+            addr,
+            stop,
+        }
     }
 }
 
 impl Drop for NetnsServer {
     fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

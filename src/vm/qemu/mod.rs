@@ -47,6 +47,8 @@ pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const POWERDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long QEMU gets to exit after `quit`.
 pub const QUIT_GRACE: Duration = Duration::from_secs(2);
+/// How long to let an exiting QEMU finish before reading its exit status.
+const EXIT_SETTLE: Duration = Duration::from_secs(1);
 /// Interval of polling the console file and the QEMU process during boot.
 const BOOT_POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Longest accepted VM name (it becomes a directory name).
@@ -219,18 +221,23 @@ async fn boot(
     let qemu = spawn_qemu(&config.qemu, &plan, &res.dir)?;
     res.track(qemu)?;
     tracing::debug!(vm = %spec.name, ssh_port = network.ssh_port, "qemu started");
-    let qmp = Qmp::connect(&plan.qmp_socket, QMP_TIMEOUT)
-        .await
-        .map_err(|e| {
-            res.exited_or(
-                &spec.name,
-                VmError::Qmp {
-                    name: spec.name.clone(),
-                    command: "connect".into(),
-                    source: Box::new(e),
-                },
-            )
-        })?;
+    let qmp = tokio::select! {
+        connected = Qmp::connect(&plan.qmp_socket, QMP_TIMEOUT) => match connected {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                let err = VmError::Qmp { name: spec.name.clone(), command: "connect".into(), source: Box::new(e) };
+                // QEMU closing the socket usually means it is exiting: prefer its own words.
+                res.wait_exit(EXIT_SETTLE).await;
+                return Err(res.check_exited(&spec.name).unwrap_or(err));
+            }
+        },
+        () = res.wait_exit_forever() => {
+            return Err(res.check_exited(&spec.name).unwrap_or(VmError::Exited {
+                name: spec.name.clone(),
+                detail: "qemu exited".into(),
+            }));
+        }
+    };
     let host_key = wait_for_guest(res, &spec.name).await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, network.ssh_port));
     let deadline = std::time::Instant::now() + spec.boot_timeout;
@@ -379,9 +386,11 @@ impl Resources {
         })
     }
 
-    /// `err`, unless QEMU has exited, which explains more.
-    fn exited_or(&self, name: &str, err: VmError) -> VmError {
-        self.check_exited(name).unwrap_or(err)
+    /// Returns once QEMU has exited.
+    async fn wait_exit_forever(&self) {
+        while self.check_exited("").is_none() {
+            tokio::time::sleep(BOOT_POLL_INTERVAL).await;
+        }
     }
 
     /// Waits up to `grace` for QEMU to exit; true if it did.
