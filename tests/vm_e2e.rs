@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ghrunner_vm::image::{Image, ImageManifest};
+use ghrunner_vm::image::Image;
 use ghrunner_vm::vm::keys::{ClientKey, HostKey};
 use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{Qemu, QemuConfig, QemuVm};
@@ -22,39 +22,23 @@ use ghrunner_vm::vm::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/image.rs"]
+mod image_support;
+
 /// Serialises the VM tests of this binary.
 static VM_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Boot timeout of the tests (TCG on a loaded 2-core machine).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Environment variable naming a prebuilt tiny image directory.
-const IMAGE_ENV: &str = "GHRUNNER_VM_TEST_IMAGE";
-
-/// The tiny image directory, or a failure naming what is missing.
+/// The tiny image (built and cached under target/ by the shared helper, which fails naming
+/// any missing Debian package).
 fn tiny_image_dir() -> PathBuf {
-    match std::env::var_os(IMAGE_ENV) {
-        Some(dir) => PathBuf::from(dir),
-        None => panic!(
-            "the tiny test image is missing: build it with `ghrunner-vm image build tiny --out DIR` \
-             and set {IMAGE_ENV}=DIR"
-        ),
-    }
+    image_support::tiny_image()
 }
 
 fn load_image(dir: &Path) -> Image {
-    let manifest_path = Image::manifest_path(dir);
-    let bytes = std::fs::read(&manifest_path).unwrap_or_else(|e| {
-        panic!(
-            "tiny image manifest {} unreadable: {e}",
-            manifest_path.display()
-        )
-    });
-    let manifest: ImageManifest = serde_json::from_slice(&bytes).expect("valid manifest.json");
-    Image {
-        dir: dir.to_owned(),
-        manifest,
-    }
+    Image::load(dir).unwrap_or_else(|e| panic!("tiny image {} unusable: {e}", dir.display()))
 }
 
 fn require_programs() {
@@ -475,11 +459,22 @@ fn loopback_server(token: &'static str) -> u16 {
 }
 
 /// Guest script trying every address that could lead to the host's loopback on `port`.
+/// `nc -w` bounds only the connect; `timeout` bounds the whole attempt (a peer that accepts
+/// and never closes would otherwise hang it).
 fn probe_host_loopback_script(port: u16) -> String {
     format!(
         "gw=$(ip route | awk '/^default/ {{print $3}}')\n\
-         for a in 10.0.2.2 $gw 127.0.0.1; do echo \"try $a\"; nc -w 3 $a {port} </dev/null 2>&1; echo; done\n\
+         for a in 10.0.2.2 $gw 127.0.0.1; do echo \"try $a\"; timeout 5 nc -w 3 $a {port} </dev/null 2>&1; echo; done\n\
          exit 0"
+    )
+}
+
+/// Guest command fetching what the server at `addr` sends (bounded).
+fn fetch_script(addr: SocketAddr) -> String {
+    format!(
+        "timeout 10 nc -w 5 {} {} </dev/null 2>&1; exit 0",
+        addr.ip(),
+        addr.port()
     )
 }
 
@@ -495,15 +490,7 @@ async fn user_network_reaches_outside_but_not_host_loopback() {
         .await
         .expect("launch");
 
-    let (_, chunks) = run(
-        &vm,
-        sh(&format!(
-            "nc -w 5 {} {} </dev/null",
-            outside.addr.ip(),
-            outside.addr.port()
-        )),
-    )
-    .await;
+    let (_, chunks) = run(&vm, sh(&fetch_script(outside.addr))).await;
     assert_eq!(
         stdout_of(&chunks),
         "token-from-outside",
@@ -533,15 +520,7 @@ async fn no_network_policy_leaves_only_ssh() {
         .await
         .expect("launch");
 
-    let (_, chunks) = run(
-        &vm,
-        sh(&format!(
-            "nc -w 5 {} {} </dev/null 2>&1; exit 0",
-            outside.addr.ip(),
-            outside.addr.port()
-        )),
-    )
-    .await;
+    let (_, chunks) = run(&vm, sh(&fetch_script(outside.addr))).await;
     assert!(
         !stdout_of(&chunks).contains("token-from-outside"),
         "guest reached outside: {chunks:?}"
