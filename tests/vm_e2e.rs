@@ -491,9 +491,8 @@ async fn user_network_reaches_outside_but_not_host_loopback() {
         .expect("launch");
 
     let (_, chunks) = run(&vm, sh(&fetch_script(outside.addr))).await;
-    assert_eq!(
-        stdout_of(&chunks),
-        "token-from-outside",
+    assert!(
+        stdout_of(&chunks).starts_with("token-from-outside"),
         "outbound connection: {chunks:?}"
     );
 

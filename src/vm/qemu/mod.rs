@@ -82,6 +82,23 @@ impl QemuConfig {
     }
 }
 
+/// Where the time of a launch went (logged at `info`, used by `examples/bench_vm.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootTimings {
+    /// Creating the qcow2 overlay (zero for images without a disk).
+    pub overlay: Duration,
+    /// Starting the network helper (passt), if any.
+    pub network: Duration,
+    /// Spawning QEMU until its QMP handshake completed.
+    pub qmp_ready: Duration,
+    /// QMP ready until the guest printed `GHRUNNER-READY`.
+    pub guest_ready: Duration,
+    /// Guest ready until SSH was authenticated with the pinned host key.
+    pub ssh_ready: Duration,
+    /// The whole launch.
+    pub total: Duration,
+}
+
 /// The QEMU hypervisor.
 #[derive(Debug, Clone)]
 pub struct Qemu {
@@ -141,6 +158,7 @@ impl Hypervisor for Qemu {
         let choice = accel::choose(self.mode, &self.config.qemu, &kernel).await;
         let dir = self.config.runner_dir.join(VMS_DIR).join(&spec.name);
         let mut res = Resources::create(dir)?;
+        let started = std::time::Instant::now();
         let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel);
         let parts = match tokio::time::timeout(spec.boot_timeout, booted).await {
             Ok(result) => result?,
@@ -152,12 +170,20 @@ impl Hypervisor for Qemu {
                 });
             }
         };
-        tracing::info!(vm = %spec.name, accel = %choice.accel, "vm ready");
-        let (ssh, qmp, ssh_addr) = parts;
+        let (ssh, qmp, ssh_addr, mut timings) = parts;
+        timings.total = started.elapsed();
+        tracing::info!(
+            vm = %spec.name,
+            accel = %choice.accel,
+            total_ms = timings.total.as_millis() as u64,
+            guest_ready_ms = timings.guest_ready.as_millis() as u64,
+            "vm ready"
+        );
         Ok(QemuVm {
             name: spec.name,
             ssh,
             ssh_addr,
+            timings,
             qmp: tokio::sync::Mutex::new(qmp),
             res,
         })
@@ -171,7 +197,13 @@ async fn boot(
     res: &mut Resources,
     accel: args::Accel,
     kernel: &Path,
-) -> Result<(SshConnection, Qmp, SocketAddr), VmError> {
+) -> Result<(SshConnection, Qmp, SocketAddr, BootTimings), VmError> {
+    let mut timings = BootTimings::default();
+    let mut mark = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        std::mem::replace(&mut mark, now).elapsed()
+    };
     let overlay = match &spec.image.manifest.disk {
         Some(disk) => {
             let overlay = res.dir.join("disk.qcow2");
@@ -191,7 +223,9 @@ async fn boot(
         step: "generating a key pair",
         source: Box::new(e),
     })?);
+    timings.overlay = lap();
     let network = net::start(spec.network, &config.passt, &res.dir).await?;
+    timings.network = lap();
     if let Some(passt) = network.passt {
         res.track(passt)?;
     }
@@ -238,7 +272,9 @@ async fn boot(
             }));
         }
     };
+    timings.qmp_ready = lap();
     let host_key = wait_for_guest(res, &spec.name).await?;
+    timings.guest_ready = lap();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, network.ssh_port));
     let deadline = std::time::Instant::now() + spec.boot_timeout;
     let ssh = SshConnection::connect(
@@ -250,7 +286,8 @@ async fn boot(
         deadline,
     )
     .await?;
-    Ok((ssh, qmp, addr))
+    timings.ssh_ready = lap();
+    Ok((ssh, qmp, addr, timings))
 }
 
 fn spawn_qemu(qemu: &Path, plan: &LaunchPlan, dir: &Path) -> Result<Child, VmError> {
@@ -428,6 +465,7 @@ pub struct QemuVm {
     name: String,
     ssh: SshConnection,
     ssh_addr: SocketAddr,
+    timings: BootTimings,
     qmp: tokio::sync::Mutex<Qmp>,
     res: Resources,
 }
@@ -441,6 +479,11 @@ impl QemuVm {
     /// The host address forwarded to the guest's SSH port.
     pub fn ssh_addr(&self) -> SocketAddr {
         self.ssh_addr
+    }
+
+    /// Where the launch time went.
+    pub fn timings(&self) -> BootTimings {
+        self.timings
     }
 
     /// The pid of the QEMU process.
