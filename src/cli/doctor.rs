@@ -1,17 +1,452 @@
-//! `ghrunner-vm doctor`.
+//! `ghrunner-vm doctor`: checks what the runner needs on this host and says how to fix it.
+//!
+//! Each check yields a [`Check`] (ok, warning or failure, with a fix). Failures of something
+//! required make the exit code non-zero. The checks are QEMU, qemu-img, passt, /dev/kvm and the
+//! accelerator probe, the installed images (manifest valid, files present and matching their
+//! checksums) and the runner directory's permissions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use clap::Args;
 
 use super::GlobalArgs;
 use crate::exit::ExitStatus;
+use crate::image::Image;
+use crate::vm::qemu::accel::{self, AccelMode};
+use crate::vm::qemu::args::Accel;
 
 /// Check QEMU, qemu-img, KVM (with a bounded probe), images and the runner directory's
 /// permissions, and print what to install or fix.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {}
 
+/// Files holding credentials, which must be readable by the owner only.
+const CREDENTIAL_FILES: &[&str] = &[".credentials", ".credentials_rsaparams", ".runner"];
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but worse than it could (e.g. no KVM).
+    Warn,
+    /// Something required is missing or wrong.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// The outcome.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it, if not ok.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn new(
+        name: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            fix,
+        }
+    }
+}
+
 /// Runs `doctor`.
 pub async fn run(args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let _ = (args, global);
-    anyhow::bail!("`doctor` is not implemented yet")
+    let _ = args;
+    let runner_dir = global.runner_dir()?;
+    let mut checks = Vec::new();
+    checks.push(program_check("qemu-system-x86_64", "qemu-system-x86", true).await);
+    checks.push(program_check("qemu-img", "qemu-utils", true).await);
+    checks.push(program_check("passt", "passt", true).await);
+    checks.push(kvm_device_check());
+    let images = image_checks(&runner_dir);
+    let kernel = probe_kernel(&runner_dir);
+    checks.push(accel_check(&runner_dir, kernel.as_deref()).await);
+    checks.extend(images);
+    checks.extend(permission_checks(&runner_dir));
+    print!("{}", render(&checks));
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    Ok(if failed {
+        ExitStatus::Error
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// Renders the report: one line per check, with its fix indented below.
+pub fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        let tag = match check.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        let _ = writeln!(out, "[{tag}] {}: {}", check.name, check.detail);
+        if let Some(fix) = &check.fix {
+            let _ = writeln!(out, "       fix: {fix}");
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
+    let _ = writeln!(out, "{failed} problem(s), {warned} warning(s)");
+    out
+}
+
+async fn program_check(program: &str, package: &str, required: bool) -> Check {
+    let output = tokio::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match output {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let version = text.lines().next().unwrap_or("").trim();
+            Check::new(
+                program,
+                Status::Ok,
+                if version.is_empty() { "found" } else { version },
+                None,
+            )
+        }
+        Err(e) => Check::new(
+            program,
+            if required { Status::Fail } else { Status::Warn },
+            format!("cannot run it ({e})"),
+            Some(format!("apt-get install {package}")),
+        ),
+    }
+}
+
+fn kvm_device_check() -> Check {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(accel::KVM_DEVICE)
+    {
+        Ok(_) => Check::new(
+            accel::KVM_DEVICE,
+            Status::Ok,
+            "present and accessible",
+            None,
+        ),
+        Err(e) => Check::new(
+            accel::KVM_DEVICE,
+            Status::Warn,
+            format!("not usable ({e}); VMs run under TCG, several times slower"),
+            Some(
+                "enable virtualisation, load kvm_intel/kvm_amd, add this user to the `kvm` group"
+                    .into(),
+            ),
+        ),
+    }
+}
+
+/// The configured accelerator mode (`vm.accel` of config.yaml), if set.
+fn configured_accel(runner_dir: &Path) -> Result<AccelMode, String> {
+    #[derive(serde::Deserialize, Default)]
+    struct VmOnly {
+        #[serde(default)]
+        vm: VmSection,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct VmSection {
+        accel: Option<String>,
+    }
+    let path = runner_dir.join("config.yaml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(AccelMode::Auto);
+    };
+    let parsed: VmOnly =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    parsed.vm.accel.map_or(Ok(AccelMode::Auto), |a| {
+        a.parse().map_err(|e| format!("vm.accel: {e}"))
+    })
+}
+
+async fn accel_check(runner_dir: &Path, kernel: Option<&Path>) -> Check {
+    let env = std::env::var(accel::ACCEL_ENV).ok();
+    let mode = match configured_accel(runner_dir).and_then(|c| {
+        accel::effective_mode(c, env.as_deref()).map_err(|e| format!("{}: {e}", accel::ACCEL_ENV))
+    }) {
+        Ok(mode) => mode,
+        Err(e) => {
+            return Check::new(
+                "accelerator",
+                Status::Fail,
+                e,
+                Some("use auto, kvm or tcg".into()),
+            );
+        }
+    };
+    if mode != AccelMode::Auto {
+        return Check::new("accelerator", Status::Ok, format!("{mode} (forced)"), None);
+    }
+    let Some(kernel) = kernel else {
+        return Check::new(
+            "accelerator",
+            Status::Warn,
+            "auto, but no kernel to probe KVM with",
+            Some(
+                "install linux-image-amd64 or build an image: ghrunner-vm image build tiny".into(),
+            ),
+        );
+    };
+    let choice = accel::probe(Path::new("qemu-system-x86_64"), kernel).await;
+    match choice.accel {
+        Accel::Kvm => Check::new(
+            "accelerator",
+            Status::Ok,
+            format!("kvm ({})", choice.reason),
+            None,
+        ),
+        Accel::Tcg => Check::new(
+            "accelerator",
+            Status::Warn,
+            format!("tcg: {}", choice.reason),
+            Some(format!(
+                "set {}=tcg (or vm.accel: tcg) to skip the probe",
+                accel::ACCEL_ENV
+            )),
+        ),
+    }
+}
+
+/// A kernel to probe KVM with: the first usable image's, else the newest /boot/vmlinuz-*.
+fn probe_kernel(runner_dir: &Path) -> Option<PathBuf> {
+    let from_image = image_dirs(runner_dir).into_iter().find_map(|dir| {
+        let image = Image::load(&dir).ok()?;
+        let kernel = image.path(image.manifest.kernel.as_deref()?);
+        kernel.is_file().then_some(kernel)
+    });
+    from_image.or_else(|| {
+        let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+            })
+            .collect();
+        kernels.sort();
+        kernels.pop()
+    })
+}
+
+/// Image directories: `<runner dir>/images/*` plus those named in config.yaml's `images:`.
+fn image_dirs(runner_dir: &Path) -> Vec<PathBuf> {
+    #[derive(serde::Deserialize, Default)]
+    struct ImagesOnly {
+        #[serde(default)]
+        images: BTreeMap<String, PathBuf>,
+    }
+    let mut dirs: std::collections::BTreeSet<PathBuf> =
+        std::fs::read_to_string(runner_dir.join("config.yaml"))
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<ImagesOnly>(&t).ok())
+            .unwrap_or_default()
+            .images
+            .into_values()
+            .map(|dir| runner_dir.join(dir))
+            .collect();
+    if let Ok(entries) = std::fs::read_dir(runner_dir.join("images")) {
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with('.') && entry.path().is_dir() {
+                dirs.insert(entry.path());
+            }
+        }
+    }
+    dirs.into_iter().collect()
+}
+
+fn image_checks(runner_dir: &Path) -> Vec<Check> {
+    let dirs = image_dirs(runner_dir);
+    if dirs.is_empty() {
+        return vec![Check::new(
+            "images",
+            Status::Fail,
+            format!("no image in {}", runner_dir.join("images").display()),
+            Some(format!(
+                "ghrunner-vm image build tiny --out {}",
+                runner_dir.join("images/tiny").display()
+            )),
+        )];
+    }
+    dirs.into_iter()
+        .map(|dir| {
+            let name = format!("image {}", dir.display());
+            match Image::load(&dir).and_then(|image| image.verify().map(|()| image)) {
+                Ok(image) => Check::new(
+                    name,
+                    Status::Ok,
+                    format!("{} ({})", image.manifest.name, image.manifest.arch),
+                    None,
+                ),
+                Err(e) => Check::new(
+                    name,
+                    Status::Fail,
+                    error_chain(&e),
+                    Some("rebuild it: ghrunner-vm image build <recipe> --out <dir>".into()),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn permission_checks(runner_dir: &Path) -> Vec<Check> {
+    let name = format!("runner directory {}", runner_dir.display());
+    let meta = match std::fs::metadata(runner_dir) {
+        Ok(meta) => meta,
+        Err(e) => {
+            return vec![Check::new(
+                name,
+                Status::Warn,
+                format!("not there yet ({e})"),
+                Some("ghrunner-vm register creates it".into()),
+            )];
+        }
+    };
+    let mut checks = Vec::new();
+    let mode = meta.permissions().mode() & 0o777;
+    checks.push(if mode & 0o077 == 0 {
+        Check::new(name, Status::Ok, format!("mode {mode:o}"), None)
+    } else {
+        Check::new(
+            name,
+            Status::Warn,
+            format!("mode {mode:o}: others can look inside (VM work files, logs)"),
+            Some(format!("chmod 700 {}", runner_dir.display())),
+        )
+    });
+    for file in CREDENTIAL_FILES {
+        let path = runner_dir.join(file);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        checks.push(if mode & 0o077 == 0 {
+            Check::new(*file, Status::Ok, format!("mode {mode:o}"), None)
+        } else {
+            Check::new(
+                *file,
+                Status::Fail,
+                format!("mode {mode:o}: credentials readable by others"),
+                Some(format!("chmod 600 {}", path.display())),
+            )
+        });
+    }
+    checks
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))
+    }
+
+    #[test]
+    fn credentials_readable_by_others_fail_with_a_chmod_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join(".credentials"), "{}").unwrap();
+        std::fs::set_permissions(
+            dir.path().join(".credentials"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".runner"), "{}").unwrap();
+        std::fs::set_permissions(
+            dir.path().join(".runner"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let checks = permission_checks(dir.path());
+        let creds = find(&checks, ".credentials");
+        assert_eq!(creds.status, Status::Fail);
+        assert!(creds.fix.as_deref().unwrap().starts_with("chmod 600 "));
+        assert_eq!(find(&checks, ".runner").status, Status::Ok);
+        assert_eq!(checks[0].status, Status::Warn, "0755 runner dir");
+    }
+
+    #[test]
+    fn images_are_listed_from_the_images_dir_and_broken_ones_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            image_checks(dir.path())[0].status,
+            Status::Fail,
+            "no images at all"
+        );
+        let broken = dir.path().join("images/broken");
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("manifest.json"), "{not json").unwrap();
+        let checks = image_checks(dir.path());
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].status, Status::Fail);
+        assert!(checks[0].name.ends_with("images/broken"));
+    }
+
+    #[test]
+    fn configured_accel_reads_vm_accel_and_rejects_junk() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(configured_accel(dir.path()), Ok(AccelMode::Auto));
+        std::fs::write(dir.path().join("config.yaml"), "vm:\n  accel: tcg\n").unwrap();
+        assert_eq!(configured_accel(dir.path()), Ok(AccelMode::Tcg));
+        std::fs::write(dir.path().join("config.yaml"), "vm:\n  accel: hvf\n").unwrap();
+        assert!(configured_accel(dir.path()).is_err());
+    }
+
+    #[test]
+    fn report_counts_problems_and_shows_fixes() {
+        let checks = vec![
+            Check::new(
+                "qemu-img",
+                Status::Fail,
+                "cannot run it",
+                Some("apt-get install qemu-utils".into()),
+            ),
+            Check::new("/dev/kvm", Status::Ok, "present", None),
+        ];
+        let out = render(&checks);
+        assert!(
+            out.contains(
+                "[FAIL] qemu-img: cannot run it\n       fix: apt-get install qemu-utils\n"
+            )
+        );
+        assert!(out.ends_with("1 problem(s), 0 warning(s)\n"));
+    }
 }

@@ -38,7 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::image::Image;
 
+pub mod keys;
 pub mod qemu;
+pub mod shell;
+pub mod ssh;
 
 /// What a job asks of its VM.
 #[derive(Debug, Clone)]
@@ -227,6 +230,23 @@ pub enum VmError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The VM name cannot be used as a directory name.
+    #[error(
+        "invalid VM name {name:?}: use 1-64 characters from A-Z a-z 0-9 . _ - (no leading dot)"
+    )]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+    /// A backend setting is invalid.
+    #[error("invalid setting {setting}")]
+    Config {
+        /// The setting, e.g. `GHRUNNER_VM_ACCEL`.
+        setting: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A host command (e.g. `qemu-img`) failed.
     #[error("{program} failed: {stderr}")]

@@ -1,1 +1,608 @@
-//! The QEMU backend of [`crate::vm::Hypervisor`].
+//! The QEMU backend of [`crate::vm::Hypervisor`]: QEMU spawned directly and managed over QMP.
+//!
+//! Owns: a VM's work directory `<runner dir>/vms/<name>/` (owner marker, overlay, QMP socket,
+//! pid file, console log unless the job names one, passt socket), the QEMU and passt processes,
+//! and their teardown. Delegates the command line to [`args`], QMP to [`qmp`], the overlay to
+//! [`overlay`], the accelerator to [`accel`], networking to [`net`], start-up cleanup to
+//! [`reaper`] and SSH to [`crate::vm::ssh`].
+//!
+//! ```text
+//!   launch: mkdir vms/<name> (0700) + owner.json ─► overlay ─► key pair ─► network (passt)
+//!           ─► spawn qemu ─► QMP ready ─► console: GHRUNNER-HOSTKEY, GHRUNNER-READY
+//!           ─► SSH (host key pinned) ─► QemuVm
+//!           any failure, timeout or dropped future: kill processes, delete the directory
+//!   destroy: system_powerdown ─(POWERDOWN_GRACE)─► quit ─(QUIT_GRACE)─► SIGKILL ─► delete dir
+//! ```
+
+pub mod accel;
+pub mod args;
+pub mod console;
+pub mod net;
+pub mod overlay;
+pub mod qmp;
+pub mod reaper;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::accel::AccelMode;
+use self::args::{LaunchPlan, build_args, kernel_cmdline};
+use self::console::{ConsoleReader, ERROR_TAIL_LINES};
+use self::qmp::Qmp;
+use self::reaper::{OwnerMarker, ProcessId, VMS_DIR, remove_vm_dir};
+use super::keys::{ClientKey, ConsoleEvent, HostKey, parse_console_line};
+use super::ssh::SshConnection;
+use super::{ExecOutcome, GuestCommand, Hypervisor, OutputChunk, Vm, VmError, VmSpec};
+
+/// How long QEMU may take to open its QMP socket.
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the guest gets to power off after `system_powerdown`.
+pub const POWERDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long QEMU gets to exit after `quit`.
+pub const QUIT_GRACE: Duration = Duration::from_secs(2);
+/// How long to let an exiting QEMU finish before reading its exit status.
+const EXIT_SETTLE: Duration = Duration::from_secs(1);
+/// Interval of polling the console file and the QEMU process during boot.
+const BOOT_POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// Longest accepted VM name (it becomes a directory name).
+const MAX_NAME_LEN: usize = 64;
+
+/// Settings of the QEMU backend.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// The runner directory; VMs live in its `vms/` subdirectory.
+    pub runner_dir: PathBuf,
+    /// Accelerator mode from the configuration (`GHRUNNER_VM_ACCEL` overrides it).
+    pub accel: AccelMode,
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// `qemu-img`.
+    pub qemu_img: PathBuf,
+    /// `passt` (for [`crate::vm::NetworkPolicy::User`]).
+    pub passt: PathBuf,
+}
+
+impl QemuConfig {
+    /// Defaults: programs from `PATH`, accelerator `auto`.
+    pub fn new(runner_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            runner_dir: runner_dir.into(),
+            accel: AccelMode::Auto,
+            qemu: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            passt: "passt".into(),
+        }
+    }
+}
+
+/// Where the time of a launch went (logged at `info`, used by `examples/bench_vm.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootTimings {
+    /// Creating the qcow2 overlay (zero for images without a disk).
+    pub overlay: Duration,
+    /// Starting the network helper (passt), if any.
+    pub network: Duration,
+    /// Spawning QEMU until its QMP handshake completed.
+    pub qmp_ready: Duration,
+    /// QMP ready until the guest printed `GHRUNNER-READY`.
+    pub guest_ready: Duration,
+    /// Guest ready until SSH was authenticated with the pinned host key.
+    pub ssh_ready: Duration,
+    /// The whole launch.
+    pub total: Duration,
+}
+
+/// The QEMU hypervisor.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    config: QemuConfig,
+    mode: AccelMode,
+}
+
+impl Qemu {
+    /// Creates the backend; `GHRUNNER_VM_ACCEL` overrides `config.accel`.
+    pub fn new(config: QemuConfig) -> Result<Self, VmError> {
+        let env = std::env::var(accel::ACCEL_ENV).ok();
+        let mode =
+            accel::effective_mode(config.accel, env.as_deref()).map_err(|e| VmError::Config {
+                setting: accel::ACCEL_ENV,
+                source: Box::new(e),
+            })?;
+        Ok(Self { config, mode })
+    }
+
+    /// The effective accelerator mode.
+    pub fn accel_mode(&self) -> AccelMode {
+        self.mode
+    }
+}
+
+impl Hypervisor for Qemu {
+    type Vm = QemuVm;
+
+    async fn launch(&self, spec: VmSpec) -> Result<QemuVm, VmError> {
+        validate_name(&spec.name)?;
+        let kernel = spec
+            .image
+            .manifest
+            .kernel
+            .as_deref()
+            .map(|k| spec.image.path(k))
+            .ok_or_else(|| VmError::InvalidImage {
+                dir: spec.image.dir.clone(),
+                reason: "the manifest names no kernel".into(),
+            })?;
+        for file in [
+            Some(&spec.image.manifest.kernel),
+            Some(&spec.image.manifest.initrd),
+            Some(&spec.image.manifest.disk),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        {
+            if !spec.image.path(file).is_file() {
+                return Err(VmError::InvalidImage {
+                    dir: spec.image.dir.clone(),
+                    reason: format!("{file} is missing"),
+                });
+            }
+        }
+        let choice = accel::choose(self.mode, &self.config.qemu, &kernel).await;
+        let dir = self.config.runner_dir.join(VMS_DIR).join(&spec.name);
+        let mut res = Resources::create(dir)?;
+        let started = std::time::Instant::now();
+        let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel);
+        let parts = match tokio::time::timeout(spec.boot_timeout, booted).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(VmError::BootTimeout {
+                    name: spec.name.clone(),
+                    timeout: spec.boot_timeout,
+                    console_tail: console::tail(&res.console, res.console_offset, ERROR_TAIL_LINES),
+                });
+            }
+        };
+        let (ssh, qmp, ssh_addr, mut timings) = parts;
+        timings.total = started.elapsed();
+        tracing::info!(
+            vm = %spec.name,
+            accel = %choice.accel,
+            total_ms = timings.total.as_millis() as u64,
+            guest_ready_ms = timings.guest_ready.as_millis() as u64,
+            "vm ready"
+        );
+        Ok(QemuVm {
+            name: spec.name,
+            ssh,
+            ssh_addr,
+            timings,
+            qmp: tokio::sync::Mutex::new(qmp),
+            res,
+        })
+    }
+}
+
+/// Boot steps after the work directory exists; everything they start is recorded in `res`.
+async fn boot(
+    config: &QemuConfig,
+    spec: &VmSpec,
+    res: &mut Resources,
+    accel: args::Accel,
+    kernel: &Path,
+) -> Result<(SshConnection, Qmp, SocketAddr, BootTimings), VmError> {
+    let mut timings = BootTimings::default();
+    let mut mark = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        std::mem::replace(&mut mark, now).elapsed()
+    };
+    let overlay = match &spec.image.manifest.disk {
+        Some(disk) => {
+            let overlay = res.dir.join("disk.qcow2");
+            overlay::create_overlay(
+                &config.qemu_img,
+                &spec.image.path(disk),
+                &overlay,
+                spec.disk_gib,
+            )
+            .await?;
+            Some(overlay)
+        }
+        None => None,
+    };
+    let key = Arc::new(ClientKey::generate().map_err(|e| VmError::Ssh {
+        name: spec.name.clone(),
+        step: "generating a key pair",
+        source: Box::new(e),
+    })?);
+    timings.overlay = lap();
+    let network = net::start(spec.network, &config.passt, &res.dir).await?;
+    timings.network = lap();
+    if let Some(passt) = network.passt {
+        res.track(passt)?;
+    }
+    if let Some(log) = &spec.console_log {
+        res.console = log.clone();
+        res.console_offset = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    }
+    let plan = LaunchPlan {
+        name: spec.name.clone(),
+        accel,
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        kernel: kernel.to_owned(),
+        initrd: spec
+            .image
+            .manifest
+            .initrd
+            .as_deref()
+            .map(|i| spec.image.path(i)),
+        append: kernel_cmdline(spec.image.manifest.cmdline.as_deref(), &key.kernel_param()),
+        overlay,
+        console: res.console.clone(),
+        qmp_socket: res.dir.join("qmp.sock"),
+        pidfile: res.dir.join("qemu.pid"),
+        net: network.backend,
+    };
+    let qemu = spawn_qemu(&config.qemu, &plan, &res.dir)?;
+    res.track(qemu)?;
+    tracing::debug!(vm = %spec.name, ssh_port = network.ssh_port, "qemu started");
+    let qmp = tokio::select! {
+        connected = Qmp::connect(&plan.qmp_socket, QMP_TIMEOUT) => match connected {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                let err = VmError::Qmp { name: spec.name.clone(), command: "connect".into(), source: Box::new(e) };
+                // QEMU closing the socket usually means it is exiting: prefer its own words.
+                res.wait_exit(EXIT_SETTLE).await;
+                return Err(res.check_exited(&spec.name).unwrap_or(err));
+            }
+        },
+        () = res.wait_exit_forever() => {
+            return Err(res.check_exited(&spec.name).unwrap_or(VmError::Exited {
+                name: spec.name.clone(),
+                detail: "qemu exited".into(),
+            }));
+        }
+    };
+    timings.qmp_ready = lap();
+    let host_key = wait_for_guest(res, &spec.name).await?;
+    timings.guest_ready = lap();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, network.ssh_port));
+    let deadline = std::time::Instant::now() + spec.boot_timeout;
+    let ssh = SshConnection::connect(
+        spec.name.clone(),
+        addr,
+        spec.image.manifest.user.clone(),
+        key,
+        host_key,
+        deadline,
+    )
+    .await?;
+    timings.ssh_ready = lap();
+    Ok((ssh, qmp, addr, timings))
+}
+
+fn spawn_qemu(qemu: &Path, plan: &LaunchPlan, dir: &Path) -> Result<Child, VmError> {
+    let log_path = dir.join("qemu.log");
+    let log = File::create(&log_path).map_err(|source| VmError::Io {
+        action: "creating",
+        path: log_path,
+        source,
+    })?;
+    Command::new(qemu)
+        .args(build_args(plan))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|source| VmError::Spawn {
+            program: qemu.display().to_string(),
+            source,
+        })
+}
+
+/// Follows the console until the guest announced its host key and readiness.
+async fn wait_for_guest(res: &mut Resources, name: &str) -> Result<HostKey, VmError> {
+    let mut reader = ConsoleReader::new(&res.console, res.console_offset);
+    let mut host_key = None;
+    loop {
+        let lines = reader.read_lines().map_err(|source| VmError::Io {
+            action: "reading the console",
+            path: res.console.clone(),
+            source,
+        })?;
+        for line in lines {
+            match parse_console_line(&line) {
+                // The first announcement wins: later lines may come from guest user code.
+                Some(ConsoleEvent::HostKey(key)) if host_key.is_none() => host_key = Some(key),
+                Some(ConsoleEvent::Ready) => {
+                    if let Some(key) = host_key {
+                        return Ok(key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(err) = res.check_exited(name) {
+            return Err(err);
+        }
+        tokio::time::sleep(BOOT_POLL_INTERVAL).await;
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), VmError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VmError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Everything a VM owns on the host. Dropping it kills the processes (and reaps them) and
+/// deletes the work directory, synchronously.
+struct Resources {
+    dir: PathBuf,
+    marker: OwnerMarker,
+    /// Started processes, QEMU last.
+    children: Mutex<Vec<Child>>,
+    console: PathBuf,
+    console_offset: u64,
+}
+
+impl Resources {
+    fn create(dir: PathBuf) -> Result<Self, VmError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|source| VmError::Io {
+                action: "creating",
+                path: parent.to_owned(),
+                source,
+            })?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| VmError::Io {
+                action: "creating the vm directory",
+                path: dir.clone(),
+                source,
+            })?;
+        let res = Self {
+            console: dir.join("console.log"),
+            console_offset: 0,
+            dir,
+            marker: OwnerMarker::for_current_process(),
+            children: Mutex::new(Vec::new()),
+        };
+        res.marker.write(&res.dir)?;
+        Ok(res)
+    }
+
+    /// Records a started process in the owner marker.
+    fn track(&mut self, child: Child) -> Result<(), VmError> {
+        let id = ProcessId::of(child.id()).unwrap_or(ProcessId {
+            pid: child.id(),
+            start_ticks: 0,
+        });
+        self.children
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        self.marker.processes.push(id);
+        self.marker.write(&self.dir)
+    }
+
+    /// If QEMU (the last child) has exited, the error describing it.
+    fn check_exited(&self, name: &str) -> Option<VmError> {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let status = children.last_mut()?.try_wait().ok()??;
+        let stderr = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+        let console = console::tail(&self.console, self.console_offset, ERROR_TAIL_LINES);
+        Some(VmError::Exited {
+            name: name.to_owned(),
+            detail: format!("{status}; qemu: {}; console:\n{console}", stderr.trim()),
+        })
+    }
+
+    /// Returns once QEMU has exited.
+    async fn wait_exit_forever(&self) {
+        while self.check_exited("").is_none() {
+            tokio::time::sleep(BOOT_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits up to `grace` for QEMU to exit; true if it did.
+    async fn wait_exit(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            if self.check_exited("").is_some() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(BOOT_POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        let children = self.children.get_mut().unwrap_or_else(|e| e.into_inner());
+        // QEMU first (it holds the passt connection), then the helpers.
+        for child in children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Err(e) = remove_vm_dir(&self.dir) {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "vm directory not removed");
+        }
+        tracing::debug!(dir = %self.dir.display(), "vm resources released");
+    }
+}
+
+/// A running QEMU VM. Dropping it kills QEMU and removes its files.
+pub struct QemuVm {
+    name: String,
+    ssh: SshConnection,
+    ssh_addr: SocketAddr,
+    timings: BootTimings,
+    qmp: tokio::sync::Mutex<Qmp>,
+    res: Resources,
+}
+
+impl QemuVm {
+    /// The VM's work directory on the host.
+    pub fn work_dir(&self) -> &Path {
+        &self.res.dir
+    }
+
+    /// The host address forwarded to the guest's SSH port.
+    pub fn ssh_addr(&self) -> SocketAddr {
+        self.ssh_addr
+    }
+
+    /// Where the launch time went.
+    pub fn timings(&self) -> BootTimings {
+        self.timings
+    }
+
+    /// The pid of the QEMU process.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.res.marker.processes.last().map(|p| p.pid)
+    }
+
+    /// `query-status` over QMP.
+    pub async fn status(&self) -> Result<qmp::StatusInfo, VmError> {
+        self.qmp
+            .lock()
+            .await
+            .query_status()
+            .await
+            .map_err(|e| VmError::Qmp {
+                name: self.name.clone(),
+                command: "query-status".into(),
+                source: Box::new(e),
+            })
+    }
+}
+
+impl Vm for QemuVm {
+    fn id(&self) -> &str {
+        &self.name
+    }
+
+    async fn exec(
+        &self,
+        cmd: GuestCommand,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<ExecOutcome, VmError> {
+        self.ssh.exec(cmd, output, cancel).await
+    }
+
+    async fn upload(&self, guest_path: &str, contents: Vec<u8>, mode: u32) -> Result<(), VmError> {
+        self.ssh.upload(guest_path, contents, mode).await
+    }
+
+    async fn download(&self, guest_path: &str) -> Result<Vec<u8>, VmError> {
+        self.ssh.download(guest_path).await
+    }
+
+    async fn destroy(self) -> Result<(), VmError> {
+        let Self {
+            name,
+            ssh,
+            qmp,
+            res,
+            ..
+        } = self;
+        drop(ssh);
+        let mut qmp = qmp.into_inner();
+        let graceful = match qmp.system_powerdown().await {
+            Ok(()) => res.wait_exit(POWERDOWN_GRACE).await,
+            Err(e) => {
+                tracing::debug!(vm = %name, error = %e, "system_powerdown failed");
+                false
+            }
+        };
+        if !graceful {
+            let _ = qmp.quit().await;
+            if !res.wait_exit(QUIT_GRACE).await {
+                tracing::warn!(vm = %name, "qemu ignored quit; killing it");
+            }
+        }
+        let dir = res.dir.clone();
+        // Kills whatever is left (passt, a stuck QEMU), reaps, deletes the directory.
+        drop(res);
+        if dir.exists() {
+            return Err(VmError::Io {
+                action: "removing",
+                path: dir,
+                source: std::io::Error::other("the vm directory is still there"),
+            });
+        }
+        tracing::info!(vm = %name, graceful, "vm destroyed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_safe_directory_names() {
+        for ok in ["job-1", "a.b_c", "X9"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(validate_name(bad), Err(VmError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resources_drop_kills_children_and_removes_the_directory() {
+        let runner = tempfile::tempdir().unwrap();
+        let dir = runner.path().join(VMS_DIR).join("t");
+        let mut res = Resources::create(dir.clone()).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let child = Command::new("sleep").arg("600").spawn().unwrap();
+        let pid = child.id();
+        res.track(child).unwrap();
+        assert_eq!(OwnerMarker::read(&dir).unwrap().processes[0].pid, pid);
+        assert!(
+            Resources::create(dir.clone()).is_err(),
+            "a name in use is refused"
+        );
+        drop(res);
+        assert!(!dir.exists());
+        assert!(ProcessId::of(pid).is_none(), "killed and reaped");
+    }
+}
