@@ -17,7 +17,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 fn round_trip<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol-fixtures").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("protocol-fixtures")
+        .join(file);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("fixture {} missing: {e}", path.display()));
     let original: Value = serde_json::from_str(&text).unwrap();
