@@ -43,8 +43,11 @@ use crate::protocol::job::AgentJobRequestMessage;
 use crate::protocol::lifecycle::VariableValue;
 use crate::vm::{Hypervisor, NetworkPolicy, Vm, VmError, VmSpec};
 
+mod setup;
 #[cfg(test)]
 mod tests;
+
+pub use setup::{RESULTS_ENDPOINT_VARIABLE, ReportSetupError, ServiceReports, report_target};
 
 /// Images by label, as configured in `<dir>/config.yaml`.
 #[derive(Debug, Clone, Default)]
