@@ -4,6 +4,8 @@
 
 #[path = "support/local_vm.rs"]
 mod local_vm;
+#[path = "support/reports.rs"]
+mod reports;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,23 +14,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ghrunner_vm::job::events::JobEvent;
-use ghrunner_vm::job::executor::{
-    ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor,
-};
-use ghrunner_vm::job::lifecycle::{
-    BoxError, ChannelError, JobChannel, JobControl, JobOutcome, run_job,
-};
-use ghrunner_vm::job::report::ReportOutcome;
-use ghrunner_vm::job::report::completion_from_events;
-use ghrunner_vm::job::report::state::JobIdentity;
+use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
+use ghrunner_vm::job::lifecycle::{ChannelError, JobChannel, JobControl, JobOutcome, run_job};
 use ghrunner_vm::listener::backoff::Timings;
 use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
-use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::vm::{
     ExecOutcome, GuestCommand, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError, VmSpec,
 };
 use local_vm::{LocalHypervisor, LocalVm};
+use reports::CollectingReports;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,59 +112,6 @@ impl Vm for TrackedVm {
         self.counters.destroyed.fetch_add(1, Ordering::SeqCst);
         let vm = self.vm.take().expect("destroyed once");
         vm.destroy().await
-    }
-}
-
-// ---- a report factory that collects events ---------------------------------------------------
-
-#[derive(Clone, Default)]
-struct CollectingReports {
-    events: Arc<Mutex<Vec<JobEvent>>>,
-}
-
-impl ReportFactory for CollectingReports {
-    fn start(&self, message: &AgentJobRequestMessage, runner: &str) -> Result<JobReport, BoxError> {
-        let identity = JobIdentity {
-            job_id: message.job_id,
-            job_name: message.job_display_name.clone(),
-            worker_name: runner.to_owned(),
-        };
-        let (tx, mut rx) = mpsc::channel(4096);
-        let store = Arc::clone(&self.events);
-        let collector = tokio::spawn(async move {
-            let mut events = Vec::new();
-            while let Some(event) = rx.recv().await {
-                events.push(event);
-            }
-            events
-        });
-        let finish = async move {
-            let events = collector.await.expect("collector");
-            let completion = completion_from_events(&identity, &events);
-            let job_result = events.iter().find_map(|e| match e {
-                JobEvent::JobCompleted {
-                    result, outputs, ..
-                } => Some((*result, outputs.clone())),
-                _ => None,
-            });
-            store.lock().unwrap().extend(events);
-            ReportOutcome {
-                completion,
-                job_result,
-                failures: Vec::new(),
-                console_lines_omitted: 0,
-            }
-        };
-        Ok(JobReport {
-            events: tx,
-            finish: Box::pin(finish),
-        })
-    }
-}
-
-impl CollectingReports {
-    fn take(&self) -> Vec<JobEvent> {
-        std::mem::take(&mut *self.events.lock().unwrap())
     }
 }
 

@@ -47,7 +47,9 @@ mod setup;
 #[cfg(test)]
 mod tests;
 
-pub use setup::{RESULTS_ENDPOINT_VARIABLE, ReportSetupError, ServiceReports, report_target};
+pub use setup::{
+    HostRuntime, RESULTS_ENDPOINT_VARIABLE, ReportSetupError, ServiceReports, report_target,
+};
 
 /// Images by label, as configured in `<dir>/config.yaml`.
 #[derive(Debug, Clone, Default)]

@@ -4,18 +4,21 @@
 //! one, the legacy VSS timeline otherwise).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
-use super::{ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults};
+use super::{ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor};
 use crate::config::RunnerSettings;
 use crate::config::settings::{Network, Settings};
+use crate::job::budget::VmBudget;
 use crate::job::hooks::Hooks;
 use crate::job::lifecycle::BoxError;
 use crate::job::report::{ReportOptions, ReportTarget, Reporter};
+use crate::metrics::Metrics;
 use crate::protocol::job::AgentJobRequestMessage;
-use crate::vm::NetworkPolicy;
+use crate::vm::{Hypervisor, NetworkPolicy};
 
 /// The job variable naming the results service base URL.
 pub const RESULTS_ENDPOINT_VARIABLE: &str = "system.github.results_endpoint";
@@ -62,6 +65,54 @@ impl ExecutorConfig {
             ),
             console_dir: None,
         }
+    }
+}
+
+/// What every registration served by one `run` process shares: the settings, the hypervisor,
+/// the host's VM budget, the metrics and the HTTP client of the reporters.
+pub struct HostRuntime<H: Hypervisor> {
+    /// The runner directory.
+    pub root: PathBuf,
+    /// `<root>/config.yaml`.
+    pub settings: Settings,
+    /// The VM backend.
+    pub hypervisor: Arc<H>,
+    /// The host's VM budget (`limits:`).
+    pub budget: VmBudget,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Reporter factory.
+    pub reports: ServiceReports,
+}
+
+impl<H: Hypervisor> HostRuntime<H> {
+    /// A runtime whose budget comes from `settings.limits` (0 = derive from this host).
+    pub fn new(
+        root: PathBuf,
+        settings: Settings,
+        hypervisor: Arc<H>,
+        http: reqwest::Client,
+    ) -> Self {
+        let budget = VmBudget::from_limits(
+            settings.limits.max_vm_cpus,
+            settings.limits.max_vm_memory_mib,
+        );
+        HostRuntime {
+            root,
+            settings,
+            hypervisor,
+            budget,
+            metrics: Arc::new(Metrics::default()),
+            reports: ServiceReports::new(http, ReportOptions::default()),
+        }
+    }
+
+    /// The executor of one registration (`.runner`), sharing the budget and metrics.
+    pub fn executor(&self, runner: &RunnerSettings) -> VmJobExecutor<H, ServiceReports> {
+        let config = ExecutorConfig::from_settings(&self.root, &self.settings, runner);
+        VmJobExecutor::new(Arc::clone(&self.hypervisor), self.reports.clone(), config)
+            .with_budget(self.budget.clone())
+            .with_metrics(Arc::clone(&self.metrics))
     }
 }
 
