@@ -44,5 +44,6 @@ pub mod image;
 pub mod job;
 pub mod listener;
 pub mod localsvc;
+pub mod metrics;
 pub mod protocol;
 pub mod vm;

@@ -9,24 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need (the tiny image is built from them, offline).
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static dropbear-bin linux-image-amd64 passt
-          cpio libssl-dev pkg-config iproute2 openssh-client e2fsprogs)
-
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  echo "==> installing Debian packages: ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  if ! command -v apt-get >/dev/null; then
-    echo "error: apt-get not found; install these packages yourself: ${missing[*]}" >&2
-    exit 1
-  fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
-fi
+tests/install-deps.sh
 
 # GitHub's expression corpus must be present: the conformance test reads it from here.
 corpus="${GHRUNNER_VM_CONFORMANCE_DIR:-$PWD/../shared/conformance/actions-languageservices}"

@@ -4,9 +4,12 @@
 //! The step runtime emits [`events::JobEvent`]s (already masked); reporters turn them into
 //! timeline records, live console lines, logs and annotations for one of GitHub's two paths.
 
+pub mod budget;
 pub mod commands;
 pub mod events;
+pub mod executor;
 pub mod filecmd;
+pub mod hooks;
 pub mod lifecycle;
 pub mod lines;
 pub mod mask;

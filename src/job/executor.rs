@@ -1,0 +1,596 @@
+//! The real [`JobExecutor`]: one job in one fresh VM, from the acquired message to the outcome
+//! the lifecycle completes the job with.
+//!
+//! ```text
+//!  message ─► reporter ─► job_started hook ─► image (labels ∩ images, else default_image)
+//!     ─► budget (CPUs, memory) ─► launch VM ──┬─ plan (while the VM boots) ─┐
+//!                                             └──────── booted ◄────────────┘
+//!     ─► run_steps (events ─► reporter) ─► destroy VM ∥ flush report ─► job_completed hook
+//!     ─► JobOutcome (result, outputs, step results, annotations)
+//! ```
+//!
+//! Anything that goes wrong before the steps run (no image for the runner's labels, an
+//! unusable image, a plan error, a VM that does not boot, a failed `job_started` hook) fails
+//! the job with a clear job-level log line and error annotation, so it shows in the GitHub UI;
+//! the executor itself stays healthy for the next job. The VM is destroyed on every path: the
+//! normal one explicitly, cancellation and panics through `Vm`'s `Drop` as the backstop.
+//! Only a message that does not parse or a reporter that cannot start are [`ExecutorError`]s.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::image::{Image, ImageError};
+use crate::job::budget::{BudgetError, VmBudget};
+use crate::job::events::JobEvent;
+use crate::job::hooks::{HOOK_TIMEOUT, HookError, HookFacts, HookKind, Hooks, run_hook};
+use crate::job::lifecycle::{BoxError, ExecutorError, JobExecutor, JobOutcome};
+use crate::job::plan::{JobPlan, PlanError, RunnerFacts};
+use crate::job::report::{ReportOutcome, Reporter};
+use crate::job::runtime::{self, run_steps};
+use crate::job::stepexec::runner_error;
+use crate::metrics::Metrics;
+use crate::protocol::TaskResult;
+use crate::protocol::job::AgentJobRequestMessage;
+use crate::protocol::lifecycle::VariableValue;
+use crate::vm::{Hypervisor, NetworkPolicy, Vm, VmError, VmSpec};
+
+mod setup;
+#[cfg(test)]
+mod tests;
+
+pub use setup::{
+    HostRuntime, RESULTS_ENDPOINT_VARIABLE, ReportSetupError, ServiceReports, report_target,
+};
+
+/// Images by label, as configured in `<dir>/config.yaml`.
+#[derive(Debug, Clone, Default)]
+pub struct ImageCatalog {
+    /// Image directory per label (`images:`).
+    pub images: BTreeMap<String, PathBuf>,
+    /// Label used when the runner's labels name no image (`default_image:`).
+    pub default_image: Option<String>,
+    /// The settings file, named in error messages.
+    pub config_path: PathBuf,
+}
+
+/// Why no image could be chosen for a runner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageChoiceError {
+    /// None of the runner's labels names an image and there is no default.
+    #[error(
+        "no VM image for this runner: none of its labels ({labels}) is a key of `images:` in {} \
+         and `default_image:` is not set; add `images: {{LABEL: IMAGE_DIR}}` for one of the \
+         labels (or re-register with `--image LABEL=IMAGE_DIR`), or set `default_image:`",
+        config.display()
+    )]
+    NoImage {
+        /// The runner's labels, comma separated.
+        labels: String,
+        /// The settings file.
+        config: PathBuf,
+    },
+    /// Several of the runner's labels name images and there is no default to break the tie.
+    #[error(
+        "the runner's labels name several VM images ({matches}) in {}; keep one image label \
+         per registration or set `default_image:`",
+        config.display()
+    )]
+    Ambiguous {
+        /// The matching labels, comma separated.
+        matches: String,
+        /// The settings file.
+        config: PathBuf,
+    },
+}
+
+/// Picks the image of a registration: its labels ∩ the catalog must give exactly one label
+/// (labels compare case-insensitively, as GitHub's do), else the default image.
+pub fn choose_image<'a>(
+    labels: &[String],
+    catalog: &'a ImageCatalog,
+) -> Result<(&'a str, &'a Path), ImageChoiceError> {
+    let matches: Vec<(&String, &PathBuf)> = catalog
+        .images
+        .iter()
+        .filter(|(label, _)| labels.iter().any(|l| l.eq_ignore_ascii_case(label)))
+        .collect();
+    if let [(label, dir)] = matches.as_slice() {
+        return Ok((label.as_str(), dir.as_path()));
+    }
+    if let Some((label, dir)) = catalog
+        .default_image
+        .as_ref()
+        .and_then(|d| catalog.images.get_key_value(d))
+    {
+        return Ok((label.as_str(), dir.as_path()));
+    }
+    let config = catalog.config_path.clone();
+    if matches.is_empty() {
+        Err(ImageChoiceError::NoImage {
+            labels: labels.join(", "),
+            config,
+        })
+    } else {
+        let names: Vec<&str> = matches.iter().map(|(l, _)| l.as_str()).collect();
+        Err(ImageChoiceError::Ambiguous {
+            matches: names.join(", "),
+            config,
+        })
+    }
+}
+
+/// What every job's VM gets (`vm:` in `config.yaml`).
+#[derive(Debug, Clone)]
+pub struct VmDefaults {
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Guest networking.
+    pub network: NetworkPolicy,
+    /// Boot timeout.
+    pub boot_timeout: Duration,
+}
+
+impl Default for VmDefaults {
+    fn default() -> Self {
+        VmDefaults {
+            cpus: 2,
+            memory_mib: 2048,
+            network: NetworkPolicy::User,
+            boot_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything an executor knows about its registration and host.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorConfig {
+    /// The runner's registered name.
+    pub runner_name: String,
+    /// The runner's labels.
+    pub labels: Vec<String>,
+    /// Images by label.
+    pub catalog: ImageCatalog,
+    /// VM settings.
+    pub vm: VmDefaults,
+    /// Host hooks.
+    pub hooks: Hooks,
+    /// Directory for each VM's serial console log (`<name>.console.log`), if any.
+    pub console_dir: Option<PathBuf>,
+}
+
+/// A started report of one job: where events go, and how to finish it.
+pub struct JobReport {
+    /// The reporter's event sender.
+    pub events: mpsc::Sender<JobEvent>,
+    /// Flushes everything once every sender is dropped.
+    pub finish: BoxFuture<'static, ReportOutcome>,
+}
+
+impl From<Reporter> for JobReport {
+    fn from(reporter: Reporter) -> Self {
+        JobReport {
+            events: reporter.events(),
+            finish: Box::pin(reporter.finish()),
+        }
+    }
+}
+
+/// Starts the reporter of a job (the GitHub paths in production; collectors in tests).
+pub trait ReportFactory: Send + Sync + 'static {
+    /// Starts reporting `message` as runner `runner_name`.
+    fn start(
+        &self,
+        message: &AgentJobRequestMessage,
+        runner_name: &str,
+    ) -> Result<JobReport, BoxError>;
+}
+
+/// Why a job failed before its steps ran (shown in the job log).
+#[derive(Debug, thiserror::Error)]
+enum SetUpError {
+    #[error(transparent)]
+    Choice(#[from] ImageChoiceError),
+    #[error("the VM image {label:?} ({}) is not usable", dir.display())]
+    Image {
+        label: String,
+        dir: PathBuf,
+        #[source]
+        source: ImageError,
+    },
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    #[error("the job cannot run in a VM")]
+    Plan(#[source] PlanError),
+    #[error("the VM failed to boot")]
+    Boot(#[source] VmError),
+    #[error("the job_started hook failed")]
+    Hook(#[source] HookError),
+}
+
+/// Runs jobs in fresh VMs of `H`.
+pub struct VmJobExecutor<H: Hypervisor, R: ReportFactory> {
+    hypervisor: Arc<H>,
+    reports: R,
+    config: ExecutorConfig,
+    budget: Option<VmBudget>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
+    /// An executor without a shared budget or metrics.
+    pub fn new(hypervisor: Arc<H>, reports: R, config: ExecutorConfig) -> Self {
+        VmJobExecutor {
+            hypervisor,
+            reports,
+            config,
+            budget: None,
+            metrics: None,
+        }
+    }
+
+    /// Shares the host's VM budget with other executors.
+    pub fn with_budget(mut self, budget: VmBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Counts jobs and VMs in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs a parsed job with its report started; returns the runtime's outcome (every event,
+    /// `JobCompleted` included, has been sent).
+    async fn run_job(
+        &self,
+        message: &AgentJobRequestMessage,
+        events: &mpsc::Sender<JobEvent>,
+        hook_facts: &HookFacts,
+        cancel: &CancellationToken,
+    ) -> runtime::JobOutcome {
+        let log = |line: String| async move {
+            let _ = events
+                .send(JobEvent::Log {
+                    step_id: None,
+                    line,
+                })
+                .await;
+        };
+        log(format!("Runner name: '{}'", self.config.runner_name)).await;
+        if let Err(err) = run_hook(
+            &self.config.hooks,
+            HookKind::JobStarted,
+            hook_facts,
+            HOOK_TIMEOUT,
+        )
+        .await
+        {
+            return fail_job(events, SetUpError::Hook(err)).await;
+        }
+        let (label, image) = match self.image() {
+            Ok(found) => found,
+            Err(err) => return fail_job(events, err).await,
+        };
+        log(format!(
+            "VM image: '{label}' ({}, {} {})",
+            image.dir.display(),
+            image.manifest.name,
+            image.manifest.arch
+        ))
+        .await;
+        let spec = self.spec(message, image.clone());
+        let grant = match &self.budget {
+            None => None,
+            Some(budget) => {
+                let wanted = budget.acquire(spec.cpus, u64::from(spec.memory_mib));
+                tokio::select! {
+                    grant = wanted => match grant {
+                        Ok(grant) => Some(grant),
+                        Err(err) => return fail_job(events, SetUpError::Budget(err)).await,
+                    },
+                    () = cancel.cancelled() => return cancelled_job(events, "waiting for VM capacity").await,
+                }
+            }
+        };
+        log(format!(
+            "Booting a VM with {} CPUs and {} MiB of memory",
+            spec.cpus, spec.memory_mib
+        ))
+        .await;
+        let started = Instant::now();
+        let mut launch = std::pin::pin!(self.hypervisor.launch(spec));
+        // Poll the launch once so the VM starts booting, then plan while it boots.
+        let early = futures::poll!(launch.as_mut());
+        let plan = match JobPlan::new(message, &runner_facts(&self.config.runner_name, &image)) {
+            Ok(plan) => plan,
+            // Dropping the launch future kills anything it started.
+            Err(err) => return fail_job(events, SetUpError::Plan(err)).await,
+        };
+        let launched = match early {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => tokio::select! {
+                result = launch => result,
+                () = cancel.cancelled() => return cancelled_job(events, "booting its VM").await,
+            },
+        };
+        let vm = match launched {
+            Ok(vm) => vm,
+            Err(err) => return fail_job(events, SetUpError::Boot(err)).await,
+        };
+        let took = started.elapsed();
+        let _active = self.metrics.as_ref().map(|m| {
+            m.vm_booted(took);
+            m.vm_active()
+        });
+        tracing::info!(vm = vm.id(), boot_secs = took.as_secs_f64(), "VM booted");
+        log(format!(
+            "VM {} booted in {:.1}s",
+            vm.id(),
+            took.as_secs_f64()
+        ))
+        .await;
+        let steps = AssertUnwindSafe(run_steps(&vm, &plan, events.clone(), cancel.clone()));
+        let outcome = match steps.catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::error!(vm = vm.id(), "the step runtime panicked");
+                fail_job(
+                    events,
+                    "the runner hit an internal error while running the steps",
+                )
+                .await
+            }
+        };
+        if let Err(err) = vm.destroy().await {
+            tracing::warn!(error = %ErrorChain(&err), "destroying the VM failed");
+        }
+        drop(grant);
+        outcome
+    }
+
+    /// The chosen image, loaded.
+    fn image(&self) -> Result<(String, Image), SetUpError> {
+        let (label, dir) = choose_image(&self.config.labels, &self.config.catalog)?;
+        let image = Image::load(dir).map_err(|source| SetUpError::Image {
+            label: label.to_owned(),
+            dir: dir.to_owned(),
+            source,
+        })?;
+        Ok((label.to_owned(), image))
+    }
+
+    fn spec(&self, message: &AgentJobRequestMessage, image: Image) -> VmSpec {
+        let vm = &self.config.vm;
+        let name = format!("job-{}", message.job_id);
+        VmSpec {
+            console_log: self
+                .config
+                .console_dir
+                .as_ref()
+                .map(|d| d.join(format!("{name}.console.log"))),
+            name,
+            image,
+            cpus: vm.cpus,
+            memory_mib: vm.memory_mib,
+            disk_gib: None,
+            network: vm.network,
+            boot_timeout: vm.boot_timeout,
+        }
+    }
+}
+
+impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
+    async fn execute(
+        &self,
+        message: serde_json::Value,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutorError> {
+        let message: AgentJobRequestMessage =
+            serde_json::from_value(message).map_err(|e| ExecutorError {
+                source: Box::new(e),
+            })?;
+        let report = self
+            .reports
+            .start(&message, &self.config.runner_name)
+            .map_err(|source| ExecutorError { source })?;
+        if let Some(m) = &self.metrics {
+            m.job_started();
+        }
+        let mut facts = hook_facts(&message, &self.config.runner_name);
+        tracing::info!(job = %message.job_id, repository = %facts.repository, "job started");
+        let outcome = self
+            .run_job(&message, &report.events, &facts, &cancel)
+            .await;
+        drop(report.events);
+        let reported = report.finish.await;
+        facts.result = Some(outcome.result.as_str().to_owned());
+        if let Err(err) = run_hook(
+            &self.config.hooks,
+            HookKind::JobCompleted,
+            &facts,
+            HOOK_TIMEOUT,
+        )
+        .await
+        {
+            tracing::warn!(error = %ErrorChain(&err), "job_completed hook failed");
+        }
+        if let Some(m) = &self.metrics {
+            m.job_finished(outcome.result);
+        }
+        tracing::info!(job = %message.job_id, result = outcome.result.as_str(), "job finished");
+        Ok(lifecycle_outcome(outcome, reported))
+    }
+}
+
+/// Combines the runtime's outcome (result, outputs) with the report's `completejob` parts.
+pub fn lifecycle_outcome(outcome: runtime::JobOutcome, reported: ReportOutcome) -> JobOutcome {
+    let outputs = outcome
+        .outputs
+        .into_iter()
+        .map(|(name, value)| {
+            let value = VariableValue {
+                value,
+                is_secret: false,
+            };
+            (name, value)
+        })
+        .collect();
+    JobOutcome {
+        result: outcome.result,
+        outputs,
+        step_results: reported.completion.step_results,
+        annotations: reported.completion.annotations,
+    }
+}
+
+/// Runner facts for planning from the image manifest.
+fn runner_facts(runner_name: &str, image: &Image) -> RunnerFacts {
+    RunnerFacts {
+        runner_name: runner_name.to_owned(),
+        os: "Linux".to_owned(),
+        arch: RunnerFacts::arch_from_image(&image.manifest.arch).to_owned(),
+        work_dir: image.manifest.work_dir.clone(),
+        has_bash: image.manifest.shell == "bash",
+    }
+}
+
+/// What hooks are told about a job.
+pub fn hook_facts(message: &AgentJobRequestMessage, runner_name: &str) -> HookFacts {
+    let github = |key: &str| {
+        message
+            .context("github")
+            .and_then(|g| g.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let job = match github("job") {
+        job if job.is_empty() => message.job_name.clone(),
+        job => job,
+    };
+    HookFacts {
+        repository: github("repository"),
+        run_id: github("run_id"),
+        job,
+        workflow: github("workflow"),
+        runner_name: runner_name.to_owned(),
+        result: None,
+    }
+}
+
+/// Displays an error with its causes: `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// Ends a job that failed before or instead of its steps: a job-level error line and
+/// annotation, then `JobCompleted(failed)`.
+async fn fail_job(
+    events: &mpsc::Sender<JobEvent>,
+    error: impl Into<SetUpFailure>,
+) -> runtime::JobOutcome {
+    let SetUpFailure(message) = error.into();
+    tracing::warn!(reason = %message, "job failed before its steps ran");
+    end_job(events, TaskResult::Failed, message).await
+}
+
+async fn cancelled_job(events: &mpsc::Sender<JobEvent>, during: &str) -> runtime::JobOutcome {
+    let message = format!("The job was cancelled while {during}.");
+    let now = Utc::now();
+    let _ = events.send(JobEvent::JobStarted { at: now }).await;
+    let _ = events
+        .send(JobEvent::Log {
+            step_id: None,
+            line: message,
+        })
+        .await;
+    let _ = events
+        .send(JobEvent::JobCompleted {
+            result: TaskResult::Canceled,
+            outputs: Vec::new(),
+            at: Utc::now(),
+        })
+        .await;
+    empty_outcome(TaskResult::Canceled, Vec::new())
+}
+
+async fn end_job(
+    events: &mpsc::Sender<JobEvent>,
+    result: TaskResult,
+    message: String,
+) -> runtime::JobOutcome {
+    let annotation = runner_error(message);
+    let _ = events.send(JobEvent::JobStarted { at: Utc::now() }).await;
+    for line in crate::job::commands::annotation_log_line(&annotation).lines() {
+        let line = line.to_owned();
+        let _ = events
+            .send(JobEvent::Log {
+                step_id: None,
+                line,
+            })
+            .await;
+    }
+    let _ = events
+        .send(JobEvent::Annotation {
+            step_id: None,
+            annotation: annotation.clone(),
+        })
+        .await;
+    let _ = events
+        .send(JobEvent::JobCompleted {
+            result,
+            outputs: Vec::new(),
+            at: Utc::now(),
+        })
+        .await;
+    empty_outcome(result, vec![annotation])
+}
+
+fn empty_outcome(
+    result: TaskResult,
+    annotations: Vec<crate::job::events::Annotation>,
+) -> runtime::JobOutcome {
+    runtime::JobOutcome {
+        result,
+        outputs: Vec::new(),
+        steps: Vec::new(),
+        annotations,
+    }
+}
+
+/// A set-up failure rendered for the job log (the error and its causes, as one message).
+struct SetUpFailure(String);
+
+impl From<SetUpError> for SetUpFailure {
+    fn from(err: SetUpError) -> Self {
+        SetUpFailure(ErrorChain(&err).to_string())
+    }
+}
+
+impl From<&str> for SetUpFailure {
+    fn from(text: &str) -> Self {
+        SetUpFailure(text.to_owned())
+    }
+}

@@ -1,0 +1,293 @@
+//! Building an executor from what is on disk: [`ExecutorConfig::from_settings`] maps
+//! `<dir>/config.yaml` and a registration's `.runner` onto the executor's settings, and
+//! [`ServiceReports`] starts the GitHub reporter of a job (results service when the job names
+//! one, the legacy VSS timeline otherwise).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use super::{ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor};
+use crate::config::RunnerSettings;
+use crate::config::settings::{Network, Settings};
+use crate::job::budget::VmBudget;
+use crate::job::hooks::Hooks;
+use crate::job::lifecycle::BoxError;
+use crate::job::report::{ReportOptions, ReportTarget, Reporter};
+use crate::metrics::Metrics;
+use crate::protocol::job::AgentJobRequestMessage;
+use crate::vm::{Hypervisor, NetworkPolicy};
+
+/// The job variable naming the results service base URL.
+pub const RESULTS_ENDPOINT_VARIABLE: &str = "system.github.results_endpoint";
+/// The SystemVssConnection data key naming the results service (fallback for the variable).
+const RESULTS_SERVICE_URL_KEY: &str = "ResultsServiceUrl";
+
+impl ExecutorConfig {
+    /// The executor settings of one registration: `root` is the runner directory (relative
+    /// image paths are resolved against it), `runner` the registration's `.runner`. Hooks not
+    /// set in the file come from `ACTIONS_RUNNER_HOOK_JOB_STARTED` / `_COMPLETED`.
+    pub fn from_settings(root: &Path, settings: &Settings, runner: &RunnerSettings) -> Self {
+        let resolve = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                root.join(p)
+            }
+        };
+        ExecutorConfig {
+            runner_name: runner.agent_name.clone(),
+            labels: runner.labels.clone(),
+            catalog: ImageCatalog {
+                images: settings
+                    .images
+                    .iter()
+                    .map(|(label, dir)| (label.clone(), resolve(dir)))
+                    .collect(),
+                default_image: settings.default_image.clone(),
+                config_path: Settings::path(root),
+            },
+            vm: VmDefaults {
+                cpus: settings.vm.cpus,
+                memory_mib: u32::try_from(settings.vm.memory_mib).unwrap_or(u32::MAX),
+                network: match settings.vm.network {
+                    Network::User => NetworkPolicy::User,
+                    Network::None => NetworkPolicy::None,
+                },
+                boot_timeout: Duration::from_secs(settings.vm.boot_timeout_secs),
+            },
+            hooks: Hooks::resolve(
+                settings.hooks.job_started.as_ref().map(resolve),
+                settings.hooks.job_completed.as_ref().map(resolve),
+                |name| std::env::var(name).ok(),
+            ),
+            console_dir: None,
+        }
+    }
+}
+
+/// What every registration served by one `run` process shares: the settings, the hypervisor,
+/// the host's VM budget, the metrics and the HTTP client of the reporters.
+pub struct HostRuntime<H: Hypervisor> {
+    /// The runner directory.
+    pub root: PathBuf,
+    /// `<root>/config.yaml`.
+    pub settings: Settings,
+    /// The VM backend.
+    pub hypervisor: Arc<H>,
+    /// The host's VM budget (`limits:`).
+    pub budget: VmBudget,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Reporter factory.
+    pub reports: ServiceReports,
+}
+
+impl<H: Hypervisor> HostRuntime<H> {
+    /// A runtime whose budget comes from `settings.limits` (0 = derive from this host).
+    pub fn new(
+        root: PathBuf,
+        settings: Settings,
+        hypervisor: Arc<H>,
+        http: reqwest::Client,
+    ) -> Self {
+        let budget = VmBudget::from_limits(
+            settings.limits.max_vm_cpus,
+            settings.limits.max_vm_memory_mib,
+        );
+        HostRuntime {
+            root,
+            settings,
+            hypervisor,
+            budget,
+            metrics: Arc::new(Metrics::default()),
+            reports: ServiceReports::new(http, ReportOptions::default()),
+        }
+    }
+
+    /// The executor of one registration (`.runner`), sharing the budget and metrics.
+    pub fn executor(&self, runner: &RunnerSettings) -> VmJobExecutor<H, ServiceReports> {
+        let config = ExecutorConfig::from_settings(&self.root, &self.settings, runner);
+        VmJobExecutor::new(Arc::clone(&self.hypervisor), self.reports.clone(), config)
+            .with_budget(self.budget.clone())
+            .with_metrics(Arc::clone(&self.metrics))
+    }
+}
+
+/// Starts GitHub reporters for jobs.
+#[derive(Debug, Clone)]
+pub struct ServiceReports {
+    http: reqwest::Client,
+    options: ReportOptions,
+}
+
+/// Why a job message gives no usable report target.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportSetupError {
+    /// The SystemVssConnection endpoint is missing or incomplete.
+    #[error("the job message has no usable SystemVssConnection")]
+    Connection(#[source] crate::protocol::job::SystemConnectionError),
+    /// A URL in the message does not parse.
+    #[error("the job message's {what} is not a valid URL")]
+    BadUrl {
+        /// Which URL.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The message has no timeline.
+    #[error("the job message has no timeline")]
+    NoTimeline,
+}
+
+impl ServiceReports {
+    /// Reporters sending with `http`.
+    pub fn new(http: reqwest::Client, options: ReportOptions) -> Self {
+        ServiceReports { http, options }
+    }
+}
+
+impl ReportFactory for ServiceReports {
+    fn start(
+        &self,
+        message: &AgentJobRequestMessage,
+        runner_name: &str,
+    ) -> Result<JobReport, BoxError> {
+        let target = report_target(message, runner_name)?;
+        let reporter = if target.results_url.is_some() {
+            Reporter::results(target, self.http.clone(), self.options)?
+        } else {
+            Reporter::legacy(target, self.http.clone(), self.options)
+        };
+        Ok(reporter.into())
+    }
+}
+
+/// Where to report a job, from its message.
+pub fn report_target(
+    message: &AgentJobRequestMessage,
+    worker_name: &str,
+) -> Result<ReportTarget, ReportSetupError> {
+    let connection = message
+        .system_connection()
+        .map_err(ReportSetupError::Connection)?;
+    let server_url = base_url(connection.url, "SystemVssConnection url")?;
+    let results_url = message
+        .variables
+        .value(RESULTS_ENDPOINT_VARIABLE)
+        .or_else(|| connection.endpoint.data_value(RESULTS_SERVICE_URL_KEY))
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| base_url(u, "results endpoint"))
+        .transpose()?;
+    let timeline = message
+        .timeline
+        .as_ref()
+        .ok_or(ReportSetupError::NoTimeline)?;
+    Ok(ReportTarget {
+        server_url,
+        access_token: connection.access_token.to_owned(),
+        scope_identifier: message.plan.scope_identifier,
+        hub_name: message.plan.plan_type.clone(),
+        plan_id: message.plan.plan_id,
+        timeline_id: timeline.id,
+        job_id: message.job_id,
+        job_name: message.job_display_name.clone(),
+        worker_name: worker_name.to_owned(),
+        results_url,
+    })
+}
+
+/// Parses a service base URL and makes sure it ends in `/` (relative joins keep its path).
+fn base_url(raw: &str, what: &'static str) -> Result<Url, ReportSetupError> {
+    let mut url =
+        Url::parse(raw.trim()).map_err(|source| ReportSetupError::BadUrl { what, source })?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings::{Hooks as HookSettings, VmSettings};
+
+    #[test]
+    fn settings_map_onto_the_executor_config() {
+        let settings = Settings {
+            images: [("tiny".to_owned(), PathBuf::from("images/tiny"))].into(),
+            default_image: Some("tiny".into()),
+            vm: VmSettings {
+                cpus: 3,
+                memory_mib: 512,
+                network: Network::None,
+                boot_timeout_secs: 30,
+                ..VmSettings::default()
+            },
+            hooks: HookSettings {
+                job_started: Some(PathBuf::from("/hooks/start.sh")),
+                job_completed: None,
+            },
+            ..Settings::default()
+        };
+        let runner = RunnerSettings {
+            agent_name: "vm-2".into(),
+            labels: vec!["self-hosted".into(), "tiny".into()],
+            ..RunnerSettings::default()
+        };
+        let config = ExecutorConfig::from_settings(Path::new("/r"), &settings, &runner);
+        assert_eq!(config.runner_name, "vm-2");
+        assert_eq!(config.labels, runner.labels);
+        assert_eq!(
+            config.catalog.images["tiny"],
+            PathBuf::from("/r/images/tiny")
+        );
+        assert_eq!(config.catalog.config_path, PathBuf::from("/r/config.yaml"));
+        assert_eq!(config.vm.cpus, 3);
+        assert_eq!(config.vm.memory_mib, 512);
+        assert_eq!(config.vm.network, NetworkPolicy::None);
+        assert_eq!(config.vm.boot_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.hooks.job_started,
+            Some(PathBuf::from("/hooks/start.sh"))
+        );
+    }
+
+    fn message(extra_vars: serde_json::Value) -> AgentJobRequestMessage {
+        serde_json::from_value(serde_json::json!({
+            "plan": {"planId": uuid::Uuid::new_v4(), "planType": "actions",
+                     "scopeIdentifier": uuid::Uuid::new_v4()},
+            "timeline": {"id": uuid::Uuid::new_v4()},
+            "jobId": uuid::Uuid::new_v4(), "jobDisplayName": "build",
+            "resources": {"endpoints": [{"name": "SystemVssConnection",
+                "url": "http://127.0.0.1:9/tenant",
+                "authorization": {"scheme": "OAuth", "parameters": {"AccessToken": "tok"}}}]},
+            "variables": extra_vars,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_target_comes_from_the_message_and_picks_the_path() {
+        let legacy = report_target(&message(serde_json::json!({})), "vm-1").unwrap();
+        assert_eq!(legacy.server_url.as_str(), "http://127.0.0.1:9/tenant/");
+        assert_eq!(legacy.access_token, "tok");
+        assert_eq!(legacy.worker_name, "vm-1");
+        assert!(legacy.results_url.is_none());
+        let results = report_target(
+            &message(serde_json::json!({
+                RESULTS_ENDPOINT_VARIABLE: {"value": "http://127.0.0.1:9/results"}
+            })),
+            "vm-1",
+        )
+        .unwrap();
+        assert_eq!(
+            results.results_url.map(|u| u.to_string()),
+            Some("http://127.0.0.1:9/results/".to_owned())
+        );
+    }
+}
