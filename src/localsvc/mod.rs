@@ -45,6 +45,7 @@ pub mod oauth;
 pub mod protocol;
 pub mod recorder;
 pub mod registration;
+pub mod reporting;
 mod sessions;
 pub mod state;
 pub mod workflow;
@@ -112,6 +113,7 @@ pub fn router(shared: Shared) -> Router {
         .merge(registration::routes())
         .merge(oauth::routes())
         .merge(protocol::routes())
+        .merge(reporting::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
