@@ -27,6 +27,7 @@ pub mod record;
 pub mod results;
 pub mod routes;
 pub mod state;
+pub mod target;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,7 +42,8 @@ use crate::job::events::JobEvent;
 use crate::protocol::TaskResult;
 pub use record::{Completion, CompletionAnnotation, StepResult, TimelineRecord};
 pub use state::completion_from_events;
-use state::{Drain, JobIdentity, ReportState};
+use state::{Drain, ReportState};
+pub use target::{RESULTS_ENDPOINT_VARIABLE, ReportTarget, TargetError};
 
 /// Events buffered between the step runtime and the ingest task.
 pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
@@ -49,62 +51,6 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// Final flush rounds allowed to fail before the reporter gives up on what is left.
 pub const FINAL_FLUSH_ATTEMPTS: u32 = 3;
-
-/// Where and as whom to report one job: plain fields taken from the job message.
-#[derive(Clone)]
-pub struct ReportTarget {
-    /// `resources.endpoints[SystemVssConnection].url` (legacy service base).
-    pub server_url: Url,
-    /// `...SystemVssConnection.authorization.parameters.AccessToken` (the job token).
-    pub access_token: String,
-    /// `plan.scopeIdentifier`.
-    pub scope_identifier: Uuid,
-    /// `plan.planType` (hub name).
-    pub hub_name: String,
-    /// `plan.planId`.
-    pub plan_id: Uuid,
-    /// `timeline.id`.
-    pub timeline_id: Uuid,
-    /// `jobId` (also the job's timeline record id).
-    pub job_id: Uuid,
-    /// Job display name.
-    pub job_name: String,
-    /// The runner's name.
-    pub worker_name: String,
-    /// Variable `system.github.results_endpoint` (or data `ResultsServiceUrl`), if any.
-    pub results_url: Option<Url>,
-}
-
-impl std::fmt::Debug for ReportTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReportTarget")
-            .field("server_url", &self.server_url.as_str())
-            .field("access_token", &"<redacted>")
-            .field("plan_id", &self.plan_id)
-            .field("job_id", &self.job_id)
-            .field("results_url", &self.results_url.as_ref().map(Url::as_str))
-            .finish_non_exhaustive()
-    }
-}
-
-impl ReportTarget {
-    fn identity(&self) -> JobIdentity {
-        JobIdentity {
-            job_id: self.job_id,
-            job_name: self.job_name.clone(),
-            worker_name: self.worker_name.clone(),
-        }
-    }
-
-    fn scope(&self) -> routes::PlanScope {
-        routes::PlanScope {
-            scope_identifier: self.scope_identifier,
-            hub_name: self.hub_name.clone(),
-            plan_id: self.plan_id,
-            timeline_id: self.timeline_id,
-        }
-    }
-}
 
 /// Why a reporting request failed. URLs are stored without their query (signed URLs carry
 /// credentials there).
