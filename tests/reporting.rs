@@ -2,16 +2,17 @@
 //! GitHub would show out (records, exact log text, console lines, annotations, summaries), on
 //! both paths, with huge output and injected upload faults.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use ghrunner_vm::job::events::{Annotation, AnnotationLevel, JobEvent};
 use ghrunner_vm::job::report::{ReportOptions, ReportOutcome, ReportTarget, Reporter, RetryPolicy};
-use ghrunner_vm::localsvc::reporting::{ReportingStore, SharedStore, router};
+use ghrunner_vm::localsvc::reporting::{RESULTS_PATH, ReportingStore, routes, store, with_store};
+use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig, Shared, State};
 use ghrunner_vm::protocol::TaskResult;
 use url::Url;
 use uuid::Uuid;
@@ -23,61 +24,70 @@ const S2: Uuid = Uuid::from_u128(0x52);
 /// Upper bound for a whole scenario; hitting it means the reporter stalled.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 
-/// A fault rule: the next `remaining` requests whose `METHOD path` contains `needle` get 503.
-#[derive(Clone)]
-struct Fault {
-    needle: String,
-    remaining: u32,
-}
-
+/// The local service (or, for the stuck-service test, its reporting routes behind a gate).
 struct Service {
-    base: Url,
-    store: SharedStore,
-    faults: Arc<Mutex<Vec<Fault>>>,
-    gate: Arc<tokio::sync::RwLock<()>>,
+    base: String,
+    shared: Shared,
+    _service: Option<LocalService>,
 }
 
 impl Service {
     async fn start() -> Service {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let store: SharedStore = Arc::new(Mutex::new(ReportingStore {
-            job_token: Some(TOKEN.into()),
-            blob_base: base.clone(),
-            ..ReportingStore::default()
-        }));
-        let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
-        let gate: Arc<tokio::sync::RwLock<()>> = Arc::default();
-        let (f, g) = (Arc::clone(&faults), Arc::clone(&gate));
-        let app = router(Arc::clone(&store)).layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| {
-                let (faults, gate) = (Arc::clone(&f), Arc::clone(&g));
-                async move { inject(faults, gate, request, next).await }
-            },
-        ));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let service = LocalService::start(LocalServiceConfig::default())
+            .await
+            .unwrap();
+        let shared = service.state();
+        with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
         Service {
-            base: Url::parse(&format!("{base}/")).unwrap(),
-            store,
-            faults,
-            gate,
+            base: service.url(),
+            shared,
+            _service: Some(service),
         }
     }
 
-    fn fail(&self, needle: &str, times: u32) {
-        self.faults.lock().unwrap().push(Fault {
-            needle: needle.into(),
-            remaining: times,
-        });
+    /// Only the reporting routes; every request waits while `gate` is write-locked.
+    async fn gated(gate: Arc<tokio::sync::RwLock<()>>) -> Service {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
+        let app = routes()
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| {
+                    let gate = Arc::clone(&gate);
+                    async move { wait_at(gate, request, next).await }
+                },
+            ))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Service {
+            base,
+            shared,
+            _service: None,
+        }
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, ReportingStore> {
-        self.store.lock().unwrap()
+    fn fail(&self, method: &str, path_contains: &str, times: u32) {
+        let rule = Fault::respond(method, path_contains, 503, "{}")
+            .times(times)
+            .into_rule();
+        self.shared.lock().faults.push(rule);
+    }
+
+    fn all_faults_hit(&self) -> bool {
+        self.shared
+            .lock()
+            .faults
+            .iter()
+            .all(|rule| rule.remaining == 0)
+    }
+
+    fn store(&self) -> ReportingStore {
+        store(&self.shared)
     }
 
     fn target(&self) -> ReportTarget {
         ReportTarget {
-            server_url: self.base.clone(),
+            server_url: Url::parse(&format!("{}/_services/pipelines/", self.base)).unwrap(),
             access_token: TOKEN.into(),
             scope_identifier: Uuid::from_u128(0x5c0),
             hub_name: "actions".into(),
@@ -86,35 +96,13 @@ impl Service {
             job_id: JOB,
             job_name: "build".into(),
             worker_name: "vm-runner".into(),
-            results_url: Some(self.base.clone()),
+            results_url: Some(Url::parse(&format!("{}/{RESULTS_PATH}", self.base)).unwrap()),
         }
     }
 }
 
-async fn inject(
-    faults: Arc<Mutex<Vec<Fault>>>,
-    gate: Arc<tokio::sync::RwLock<()>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn wait_at(gate: Arc<tokio::sync::RwLock<()>>, request: Request, next: Next) -> Response {
     let _open = gate.read().await;
-    let key = format!(
-        "{} {}?{}",
-        request.method(),
-        request.uri().path(),
-        request.uri().query().unwrap_or("")
-    );
-    let hit = {
-        let mut faults = faults.lock().unwrap();
-        faults
-            .iter_mut()
-            .find(|f| f.remaining > 0 && key.contains(&f.needle))
-            .map(|f| f.remaining -= 1)
-            .is_some()
-    };
-    if hit {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "injected").into_response();
-    }
     next.run(request).await
 }
 
@@ -463,8 +451,9 @@ async fn results_flood_arrives_in_sealed_blocks_with_the_full_line_count() {
 
 #[tokio::test]
 async fn the_runtime_is_not_held_up_by_a_stuck_service() {
-    let service = Service::start().await;
-    let blocked = service.gate.clone().write_owned().await;
+    let gate: Arc<tokio::sync::RwLock<()>> = Arc::default();
+    let blocked = Arc::clone(&gate).write_owned().await;
+    let service = Service::gated(gate).await;
     let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
     let sender = reporter.events();
     let send_all = async {
@@ -489,21 +478,14 @@ async fn the_runtime_is_not_held_up_by_a_stuck_service() {
 #[tokio::test]
 async fn legacy_upload_faults_are_retried() {
     let service = Service::start().await;
-    for needle in ["PATCH ", "/logs?", "/logs/", "/feed", "/attachments/"] {
-        service.fail(needle, 3);
-    }
+    service.fail("PATCH", "/records", 3);
+    service.fail("POST", "/logs", 4);
+    service.fail("POST", "/feed", 3);
+    service.fail("PUT", "/attachments/", 3);
     let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
-    assert!(
-        service
-            .faults
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|f| f.remaining == 0),
-        "every fault was hit"
-    );
+    assert!(service.all_faults_hit(), "every fault was hit");
     let store = service.store();
     assert_eq!(
         strip_timestamps(&store.record_log(&id(S1)).unwrap()),
@@ -517,27 +499,15 @@ async fn legacy_upload_faults_are_retried() {
 #[tokio::test]
 async fn results_upload_faults_are_retried() {
     let service = Service::start().await;
-    for needle in [
-        "WorkflowStepsUpdate",
-        "GetStepLogsSignedBlobURL",
-        "comp=appendblock",
-        "CreateJobLogsMetadata",
-        "PUT /blob/summaries",
-    ] {
-        service.fail(needle, 3);
-    }
+    service.fail("POST", "WorkflowStepsUpdate", 3);
+    service.fail("POST", "GetStepLogsSignedBlobURL", 3);
+    service.fail("PUT", "/blob/logs/", 3);
+    service.fail("POST", "CreateJobLogsMetadata", 3);
+    service.fail("PUT", "/blob/summaries/", 3);
     let reporter = Reporter::results(service.target(), reqwest::Client::new(), options()).unwrap();
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
-    assert!(
-        service
-            .faults
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|f| f.remaining == 0),
-        "every fault was hit"
-    );
+    assert!(service.all_faults_hit(), "every fault was hit");
     let store = service.store();
     let blob = store.results_log(&id(JOB), &id(S1)).unwrap();
     assert_eq!(
@@ -551,7 +521,7 @@ async fn results_upload_faults_are_retried() {
 #[tokio::test]
 async fn a_persistent_failure_is_reported_but_never_fails_the_job() {
     let service = Service::start().await;
-    service.fail("/attachments/", 1000);
+    service.fail("PUT", "/attachments/", 1000);
     let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
     let outcome = run(reporter, script()).await;
     assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
@@ -574,7 +544,9 @@ async fn a_persistent_failure_is_reported_but_never_fails_the_job() {
 #[tokio::test]
 async fn plain_blob_storage_gets_the_same_uploads_without_azure_headers() {
     let service = Service::start().await;
-    service.store().blob_storage_type = "BLOB_STORAGE_TYPE_UNSPECIFIED".into();
+    with_store(&service.shared, |store| {
+        store.blob_storage_type = "BLOB_STORAGE_TYPE_UNSPECIFIED".into()
+    });
     let reporter = Reporter::results(service.target(), reqwest::Client::new(), options()).unwrap();
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);

@@ -3,14 +3,16 @@
 //! arrives is stored in a [`ReportingStore`] for tests to assert on (records merged by id, full
 //! log text per log id and per step, console lines, summaries).
 //!
-//! [`router`] is path-agnostic: mount it where the tenant (legacy) and results endpoints live.
-//! Blob URLs handed out point at `{blob_base}/blob/...` and carry a fake SAS query
+//! Legacy routes live under the tenant (`{url}/_services/pipelines/`, the SystemVssConnection
+//! url), the results service under `{url}/_services/results/` ([`RESULTS_PATH`]). The store is
+//! kept in the service state's extensions; [`store`] copies it out. Faults and the request
+//! recorder are the service-wide ones. Blob URLs handed out point at
+//! `{url}/_services/results/blob/...` and carry a fake SAS query
 //! (`sv=...&sig=...`) that uploads must keep. With `BLOB_STORAGE_TYPE_AZURE` the blob routes
 //! check the Azure headers the way the real service needs them (`x-ms-blob-type` on create,
 //! `x-ms-blob-sealed` on append) and refuse appends to sealed blobs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
 use axum::Router;
@@ -21,12 +23,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post, put};
 use serde_json::{Value, json};
 
+use super::recorder::MAX_BODY_BYTES;
+use super::{Shared, TENANT_PATH};
+
+/// Path of the results service under the base URL (ends in `/`).
+pub const RESULTS_PATH: &str = "_services/results/";
+
 /// Fake SAS query on every signed URL.
 pub const FAKE_SAS: &str = "sv=2026-01-01&sig=local";
 /// `blob_storage_type` answered by default.
 pub const DEFAULT_BLOB_STORAGE: &str = "BLOB_STORAGE_TYPE_AZURE";
-/// Largest request body accepted (a legacy page is 8 MiB plus at most one long line).
-pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// `soft_size_limit` answered for summaries by default (1 MiB, as on github.com).
 pub const DEFAULT_SUMMARY_LIMIT: u64 = 1024 * 1024;
 
@@ -55,12 +61,10 @@ pub struct Blob {
 }
 
 /// What the reporting endpoints received.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReportingStore {
-    /// Bearer token the endpoints accept (the job token); `None` accepts any.
+    /// Bearer token the endpoints accept (the job token); `None` accepts any bearer token.
     pub job_token: Option<String>,
-    /// Base for signed blob URLs, e.g. `http://127.0.0.1:PORT` (no trailing slash).
-    pub blob_base: String,
     /// `blob_storage_type` handed out with signed URLs.
     pub blob_storage_type: String,
     /// `soft_size_limit` of summary URLs.
@@ -87,7 +91,6 @@ impl Default for ReportingStore {
     fn default() -> Self {
         ReportingStore {
             job_token: None,
-            blob_base: String::new(),
             blob_storage_type: DEFAULT_BLOB_STORAGE.to_owned(),
             summary_limit: DEFAULT_SUMMARY_LIMIT,
             records: BTreeMap::new(),
@@ -138,47 +141,40 @@ impl ReportingStore {
     }
 }
 
-/// The store as handlers share it.
-pub type SharedStore = Arc<Mutex<ReportingStore>>;
-
-fn lock(store: &SharedStore) -> MutexGuard<'_, ReportingStore> {
-    // A panicking handler must not make the rest of a test unusable.
-    store
+/// Runs `f` on the reporting store inside the service state (created empty on first use).
+pub fn with_store<R>(shared: &Shared, f: impl FnOnce(&mut ReportingStore) -> R) -> R {
+    f(shared
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extensions
+        .get_or_insert_default::<ReportingStore>())
 }
 
-/// The reporting routes (legacy plan-scoped routes, Twirp, blobs) over `store`.
-pub fn router(store: SharedStore) -> Router {
-    const PLAN: &str = "/{scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}";
+/// A copy of what the reporting endpoints received so far.
+pub fn store(shared: &Shared) -> ReportingStore {
+    with_store(shared, |store| store.clone())
+}
+
+/// The reporting routes: legacy plan-scoped routes under the tenant, Twirp and blobs under
+/// [`RESULTS_PATH`].
+pub fn routes() -> Router<Shared> {
+    let plan = format!("/{TENANT_PATH}{{scope}}/_apis/distributedtask/hubs/{{hub}}/plans/{{plan}}");
+    let results = format!("/{RESULTS_PATH}");
     Router::new()
+        .route(&format!("{plan}/timelines/{{timeline}}/records"), patch(patch_records))
+        .route(&format!("{plan}/logs"), post(create_log))
+        .route(&format!("{plan}/logs/{{log}}"), post(append_log))
+        .route(&format!("{plan}/timelines/{{timeline}}/records/{{record}}/feed"), post(feed))
         .route(
-            &format!("{PLAN}/timelines/{{timeline}}/records"),
-            patch(patch_records),
-        )
-        .route(&format!("{PLAN}/logs"), post(create_log))
-        .route(&format!("{PLAN}/logs/{{log}}"), post(append_log))
-        .route(
-            &format!("{PLAN}/timelines/{{timeline}}/records/{{record}}/feed"),
-            post(feed),
-        )
-        .route(
-            &format!(
-                "{PLAN}/timelines/{{timeline}}/records/{{record}}/attachments/{{kind}}/{{name}}"
-            ),
+            &format!("{plan}/timelines/{{timeline}}/records/{{record}}/attachments/{{kind}}/{{name}}"),
             put(attachment),
         )
+        .route(&format!("{results}twirp/results.services.receiver.Receiver/{{method}}"), post(receiver))
         .route(
-            "/twirp/results.services.receiver.Receiver/{method}",
-            post(receiver),
-        )
-        .route(
-            "/twirp/github.actions.results.api.v1.WorkflowStepUpdateService/WorkflowStepsUpdate",
+            &format!("{results}twirp/github.actions.results.api.v1.WorkflowStepUpdateService/WorkflowStepsUpdate"),
             post(steps_update),
         )
-        .route("/blob/{*key}", put(blob))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .with_state(store)
+        .route(&format!("{results}blob/{{*key}}"), put(blob))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 fn authorized(store: &ReportingStore, headers: &HeaderMap) -> bool {
@@ -211,13 +207,10 @@ fn merge_record(record: &mut Value, update: &Value) {
     }
 }
 
-async fn patch_records(
-    State(store): State<SharedStore>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut store = lock(&store);
-    if !authorized(&store, &headers) {
+async fn patch_records(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -243,9 +236,10 @@ async fn patch_records(
     Json(json!({"count": records.len(), "value": records})).into_response()
 }
 
-async fn create_log(State(store): State<SharedStore>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut store = lock(&store);
-    if !authorized(&store, &headers) {
+async fn create_log(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -258,13 +252,14 @@ async fn create_log(State(store): State<SharedStore>, headers: HeaderMap, body: 
 }
 
 async fn append_log(
-    State(store): State<SharedStore>,
+    State(shared): State<Shared>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut store = lock(&store);
-    if !authorized(&store, &headers) {
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/octet-stream")
@@ -281,13 +276,14 @@ async fn append_log(
 }
 
 async fn feed(
-    State(store): State<SharedStore>,
+    State(shared): State<Shared>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut store = lock(&store);
-    if !authorized(&store, &headers) {
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -314,13 +310,14 @@ async fn feed(
 }
 
 async fn attachment(
-    State(store): State<SharedStore>,
+    State(shared): State<Shared>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut store = lock(&store);
-    if !authorized(&store, &headers) {
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     let key = |name: &str| params.get(name).cloned().unwrap_or_default();
@@ -334,13 +331,15 @@ fn text(body: &Value, key: &str) -> String {
 }
 
 async fn receiver(
-    State(shared): State<SharedStore>,
+    State(shared): State<Shared>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut store = lock(&shared);
-    if !authorized(&store, &headers) {
+    let mut guard = shared.lock();
+    let base_url = guard.base_url.clone();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -363,7 +362,7 @@ async fn receiver(
         store.metadata.insert(key, body);
         return Json(json!({"ok": true})).into_response();
     }
-    let url = format!("{}/blob/{key}?{FAKE_SAS}", store.blob_base);
+    let url = format!("{base_url}/{RESULTS_PATH}blob/{key}?{FAKE_SAS}");
     let field = if method.contains("Summary") {
         "summary_url"
     } else {
@@ -377,13 +376,10 @@ async fn receiver(
     .into_response()
 }
 
-async fn steps_update(
-    State(store): State<SharedStore>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut store = lock(&store);
-    if !authorized(&store, &headers) {
+async fn steps_update(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
+    if !authorized(store, &headers) {
         return deny();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -397,13 +393,14 @@ async fn steps_update(
 }
 
 async fn blob(
-    State(store): State<SharedStore>,
+    State(shared): State<Shared>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut store = lock(&store);
+    let mut guard = shared.lock();
+    let store = guard.extensions.get_or_insert_default::<ReportingStore>();
     if query.get("sig").map(String::as_str) != Some("local") {
         return (StatusCode::FORBIDDEN, "signature missing").into_response();
     }

@@ -20,7 +20,9 @@ use uuid::Uuid;
 use super::batch::{FeedBatch, LogChunk};
 use super::routes::{LEGACY_API_VERSION, LegacyRoute, PlanScope, legacy_url};
 use super::state::{Drain, PendingSummary};
-use super::{ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send};
+use super::{
+    REQUEST_TIMEOUT, ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send,
+};
 
 /// Attachment type of a step summary.
 pub const STEP_SUMMARY_ATTACHMENT: &str = "Checks.Step.Summary";
@@ -68,6 +70,7 @@ impl LegacySink {
     fn request(&self, method: reqwest::Method, url: &Url) -> reqwest::RequestBuilder {
         self.http
             .request(method, url.clone())
+            .timeout(REQUEST_TIMEOUT)
             .bearer_auth(&self.token)
             .header(
                 ACCEPT,

@@ -49,6 +49,9 @@ pub use target::{RESULTS_ENDPOINT_VARIABLE, ReportTarget, TargetError};
 pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
 /// How often the upload task drains the state (the official queue's timeline interval).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// Timeout of one reporting request (the official VSS client's default send timeout), so a
+/// hung connection cannot hold the uploader forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
 /// Final flush rounds allowed to fail before the reporter gives up on what is left.
 pub const FINAL_FLUSH_ATTEMPTS: u32 = 3;
 

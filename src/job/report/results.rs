@@ -24,7 +24,9 @@ use super::batch::LogChunk;
 use super::record::{RECORD_TYPE_TASK, RecordState, TimelineRecord, results_timestamp};
 use super::routes::{WORKFLOW_STEPS_UPDATE, append_block_url, results_receiver_url, results_url};
 use super::state::{Drain, PendingSummary};
-use super::{ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send};
+use super::{
+    REQUEST_TIMEOUT, ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send,
+};
 use crate::protocol::TaskResult;
 
 /// `blob_storage_type` of Azure blob storage.
@@ -179,6 +181,7 @@ impl ResultsSink {
                 let request = self
                     .http
                     .post(url.clone())
+                    .timeout(REQUEST_TIMEOUT)
                     .bearer_auth(&self.token)
                     .header(ACCEPT, "application/json")
                     .header(CONTENT_TYPE, "application/json")
@@ -324,6 +327,7 @@ impl ResultsSink {
                 let mut request = self
                     .http
                     .put(url.clone())
+                    .timeout(REQUEST_TIMEOUT)
                     .header(CONTENT_TYPE, "text/plain");
                 let body: Vec<u8> = match write {
                     BlobWrite::CreateAppend => {
