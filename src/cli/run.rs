@@ -5,8 +5,9 @@
 //! [`SHUTDOWN_GRACE`](crate::listener::SHUTDOWN_GRACE) to finish, then cancel it (reported
 //! `canceled`), delete their sessions and exit 0.
 //!
-//! The job executor is built by [`build_executor`]. Until the VM job runner is wired there,
-//! `run` refuses to start rather than pretend. For tests only, the hidden environment variable
+//! Jobs run in fresh QEMU VMs ([`super::run_vm`]): each registration gets its own executor,
+//! all sharing the host's VM budget and metrics (`--metrics-addr`); VMs orphaned by a previous
+//! agent are reaped at start-up. For tests only, the hidden environment variable
 //! `GHRUNNER_VM_TEST_EXECUTOR=sleep:<milliseconds>` selects a fake executor that waits that long
 //! (or until cancelled) and reports success with the output `slept=<milliseconds>`.
 
@@ -20,17 +21,21 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
+use super::run_vm::{QemuExecutor, host_runtime, serve_metrics};
 use crate::client::http::{HttpClient, RetryPolicy, runner_arch};
 use crate::client::session::RunnerIdentity;
 use crate::client::{RUNNER_VERSION, TokenProvider};
 use crate::config::runner::{Registration, list_registration_dirs};
 use crate::exit::ExitStatus;
+use crate::job::executor::HostRuntime;
 use crate::job::lifecycle::{ExecutorError, JobExecutor, JobOutcome};
 use crate::listener::backoff::Timings;
 use crate::listener::jobs::runner_os;
 use crate::listener::{CANCEL_KILL_AFTER, Listener, ListenerConfig, SHUTDOWN_GRACE};
+use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
 use crate::protocol::lifecycle::VariableValue;
+use crate::vm::qemu::Qemu;
 
 /// Hidden test hook selecting the fake executor (see the module docs).
 pub const TEST_EXECUTOR_ENV: &str = "GHRUNNER_VM_TEST_EXECUTOR";
@@ -49,10 +54,39 @@ pub struct RunArgs {
 }
 
 /// The executor `run` uses.
-#[derive(Debug, Clone)]
 pub enum RunExecutor {
     /// The test executor selected by [`TEST_EXECUTOR_ENV`].
     Sleep(SleepExecutor),
+    /// Jobs in QEMU VMs.
+    Vm(Box<QemuExecutor>),
+}
+
+/// Where the executors of one `run` come from.
+pub enum ExecutorSource {
+    /// The test executor.
+    Sleep(SleepExecutor),
+    /// The VM runtime shared by every registration.
+    Vm(Box<HostRuntime<Qemu>>),
+}
+
+impl ExecutorSource {
+    /// The executor of one registration.
+    fn executor(&self, registration: &Registration) -> RunExecutor {
+        match self {
+            ExecutorSource::Sleep(sleep) => RunExecutor::Sleep(sleep.clone()),
+            ExecutorSource::Vm(runtime) => {
+                RunExecutor::Vm(Box::new(runtime.executor(&registration.runner)))
+            }
+        }
+    }
+
+    /// The metrics of the process.
+    fn metrics(&self) -> Arc<Metrics> {
+        match self {
+            ExecutorSource::Sleep(_) => Arc::new(Metrics::default()),
+            ExecutorSource::Vm(runtime) => Arc::clone(&runtime.metrics),
+        }
+    }
 }
 
 impl JobExecutor for RunExecutor {
@@ -63,17 +97,17 @@ impl JobExecutor for RunExecutor {
     ) -> Result<JobOutcome, ExecutorError> {
         match self {
             RunExecutor::Sleep(sleep) => sleep.execute(message, cancel).await,
+            RunExecutor::Vm(vm) => vm.execute(message, cancel).await,
         }
     }
 }
 
-/// Builds the job executor for `run`.
-pub fn build_executor(global: &GlobalArgs) -> anyhow::Result<RunExecutor> {
-    let _ = global;
+/// Builds what the executors of `run` come from, for the runner directory `dir`.
+pub fn build_executor(dir: &std::path::Path) -> anyhow::Result<ExecutorSource> {
     if let Ok(spec) = std::env::var(TEST_EXECUTOR_ENV) {
-        return SleepExecutor::parse(&spec).map(RunExecutor::Sleep);
+        return SleepExecutor::parse(&spec).map(ExecutorSource::Sleep);
     }
-    anyhow::bail!("running jobs in VMs is not wired into `run` yet: this build cannot execute jobs")
+    host_runtime(dir).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
 }
 
 /// A fake executor for tests: waits, or stops early when cancelled.
@@ -118,9 +152,6 @@ impl JobExecutor for SleepExecutor {
 
 /// Runs `run`.
 pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    if args.metrics_addr.is_some() {
-        anyhow::bail!("--metrics-addr is not supported yet");
-    }
     let dir = global.runner_dir()?;
     let registrations = list_registration_dirs(&dir)
         .with_context(|| format!("cannot list the registrations in {}", dir.display()))?;
@@ -130,14 +161,18 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
             dir.display()
         );
     }
-    let executor = Arc::new(build_executor(global)?);
+    let source = build_executor(&dir)?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr, source.metrics()).await?;
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for reg_dir in registrations {
         let registration = Registration::load(&reg_dir)
             .with_context(|| format!("cannot load the registration in {}", reg_dir.display()))?;
-        let listener = build_listener(registration, args.once, executor.clone())?;
+        let executor = Arc::new(source.executor(&registration));
+        let listener = build_listener(registration, args.once, executor)?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move { listener.run(shutdown).await });
     }
