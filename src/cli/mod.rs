@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::ExitStatus;
 
+pub mod demo;
 pub mod doctor;
 pub mod expr;
 pub mod image;
@@ -87,6 +88,8 @@ pub enum Command {
     Image(image::ImageCommand),
     /// Check QEMU, KVM, images and the runner directory, and say what to fix.
     Doctor(doctor::DoctorArgs),
+    /// Run the demo workflow through an embedded local GitHub service in a real QEMU VM.
+    Demo(demo::DemoArgs),
 }
 
 /// Sets up `tracing` on stderr in the chosen format.
@@ -114,5 +117,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Expr(args) => expr::run(args, &global).await,
         Command::Image(cmd) => image::run(cmd, &global).await,
         Command::Doctor(args) => doctor::run(args, &global).await,
+        Command::Demo(args) => demo::run(args, &global).await,
     }
 }

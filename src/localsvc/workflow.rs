@@ -220,7 +220,7 @@ pub fn compile_job(request: &CompileRequest<'_>) -> Result<CompiledJob, Workflow
             plan: PlanReference {
                 plan_id: request.ids.plan_id,
                 plan_type: "actions".into(),
-                version: 1,
+                version: 12,
                 ..PlanReference::default()
             },
             timeline: Some(TimelineReference {
