@@ -60,16 +60,8 @@ fn demo_runs_the_hello_workflow_in_a_vm_through_the_protocol() {
     assert!(!stdout.contains(DEMO_SECRET) && !stderr.contains(DEMO_SECRET));
     assert!(stdout.contains("job result: succeeded"), "{stdout}");
 
-    // Nothing left behind: no VM directory under the demo's runner dir, no qemu of this run.
-    let leftovers: Vec<_> = std::fs::read_dir(work.path())
-        .expect("read work dir")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("ghrunner-vm-demo-")
-        })
-        .collect();
+    // Nothing left behind: the demo's runner dir (with its vms/) is gone, no qemu of a demo runs.
+    let leftovers: Vec<_> = demo_dirs().difference(&before).cloned().collect();
     assert!(
         leftovers.is_empty(),
         "demo runner dir left behind: {leftovers:?}"
