@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use url::Url;
 
 use super::{ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor};
 use crate::config::RunnerSettings;
@@ -20,10 +19,7 @@ use crate::metrics::Metrics;
 use crate::protocol::job::AgentJobRequestMessage;
 use crate::vm::{Hypervisor, NetworkPolicy};
 
-/// The job variable naming the results service base URL.
-pub const RESULTS_ENDPOINT_VARIABLE: &str = "system.github.results_endpoint";
-/// The SystemVssConnection data key naming the results service (fallback for the variable).
-const RESULTS_SERVICE_URL_KEY: &str = "ResultsServiceUrl";
+pub use crate::job::report::RESULTS_ENDPOINT_VARIABLE;
 
 impl ExecutorConfig {
     /// The executor settings of one registration: `root` is the runner directory (relative
@@ -123,25 +119,8 @@ pub struct ServiceReports {
     options: ReportOptions,
 }
 
-/// Why a job message gives no usable report target.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportSetupError {
-    /// The SystemVssConnection endpoint is missing or incomplete.
-    #[error("the job message has no usable SystemVssConnection")]
-    Connection(#[source] crate::protocol::job::SystemConnectionError),
-    /// A URL in the message does not parse.
-    #[error("the job message's {what} is not a valid URL")]
-    BadUrl {
-        /// Which URL.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: url::ParseError,
-    },
-    /// The message has no timeline.
-    #[error("the job message has no timeline")]
-    NoTimeline,
-}
+/// Why a job's reporter could not be set up (the message lacks what reporting needs).
+pub type ReportSetupError = crate::job::report::TargetError;
 
 impl ServiceReports {
     /// Reporters sending with `http`.
@@ -166,49 +145,12 @@ impl ReportFactory for ServiceReports {
     }
 }
 
-/// Where to report a job, from its message.
+/// Where to report a job, from its message (see [`ReportTarget::from_message`]).
 pub fn report_target(
     message: &AgentJobRequestMessage,
     worker_name: &str,
 ) -> Result<ReportTarget, ReportSetupError> {
-    let connection = message
-        .system_connection()
-        .map_err(ReportSetupError::Connection)?;
-    let server_url = base_url(connection.url, "SystemVssConnection url")?;
-    let results_url = message
-        .variables
-        .value(RESULTS_ENDPOINT_VARIABLE)
-        .or_else(|| connection.endpoint.data_value(RESULTS_SERVICE_URL_KEY))
-        .filter(|u| !u.trim().is_empty())
-        .map(|u| base_url(u, "results endpoint"))
-        .transpose()?;
-    let timeline = message
-        .timeline
-        .as_ref()
-        .ok_or(ReportSetupError::NoTimeline)?;
-    Ok(ReportTarget {
-        server_url,
-        access_token: connection.access_token.to_owned(),
-        scope_identifier: message.plan.scope_identifier,
-        hub_name: message.plan.plan_type.clone(),
-        plan_id: message.plan.plan_id,
-        timeline_id: timeline.id,
-        job_id: message.job_id,
-        job_name: message.job_display_name.clone(),
-        worker_name: worker_name.to_owned(),
-        results_url,
-    })
-}
-
-/// Parses a service base URL and makes sure it ends in `/` (relative joins keep its path).
-fn base_url(raw: &str, what: &'static str) -> Result<Url, ReportSetupError> {
-    let mut url =
-        Url::parse(raw.trim()).map_err(|source| ReportSetupError::BadUrl { what, source })?;
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+    ReportTarget::from_message(message, worker_name)
 }
 
 #[cfg(test)]
