@@ -147,7 +147,8 @@ pub trait Vm: Send + Sync + 'static {
     /// Reads a file from the guest.
     fn download(&self, guest_path: &str) -> impl Future<Output = Result<Vec<u8>, VmError>> + Send;
 
-    /// Shuts the VM down (gracefully, then by force) and removes its overlay, sockets and keys.
+    /// Stops the VM (the backend may skip a guest shutdown: nothing of the guest is kept) and
+    /// removes its overlay, sockets and keys.
     ///
     /// Cancellation: dropping the future still kills the VM (through `Drop`).
     fn destroy(self) -> impl Future<Output = Result<(), VmError>> + Send;

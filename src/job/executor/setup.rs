@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::{ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor};
 use crate::config::RunnerSettings;
 use crate::config::settings::{Network, Settings};

@@ -11,7 +11,7 @@
 //!           ─► spawn qemu ─► QMP ready ─► console: GHRUNNER-HOSTKEY, GHRUNNER-READY
 //!           ─► SSH (host key pinned) ─► QemuVm
 //!           any failure, timeout or dropped future: kill processes, delete the directory
-//!   destroy: system_powerdown ─(POWERDOWN_GRACE)─► quit ─(QUIT_GRACE)─► SIGKILL ─► delete dir
+//!   destroy: quit ─(QUIT_GRACE)─► SIGKILL ─► delete dir   (no guest powerdown: the overlay is discarded)
 //! ```
 
 pub mod accel;
@@ -43,8 +43,6 @@ use super::{ExecOutcome, GuestCommand, Hypervisor, OutputChunk, Vm, VmError, VmS
 
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the guest gets to power off after `system_powerdown`.
-pub const POWERDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How long QEMU gets to exit after `quit`.
 pub const QUIT_GRACE: Duration = Duration::from_secs(2);
 /// How long to let an exiting QEMU finish before reading its exit status.
@@ -538,18 +536,11 @@ impl Vm for QemuVm {
         } = self;
         drop(ssh);
         let mut qmp = qmp.into_inner();
-        let graceful = match qmp.system_powerdown().await {
-            Ok(()) => res.wait_exit(POWERDOWN_GRACE).await,
-            Err(e) => {
-                tracing::debug!(vm = %name, error = %e, "system_powerdown failed");
-                false
-            }
-        };
+        // The job's overlay is deleted with the VM, so the guest has nothing worth flushing: an
+        // ACPI powerdown would only cost its grace period on every job. Ask QEMU to quit.
+        let graceful = qmp.quit().await.is_ok() && res.wait_exit(QUIT_GRACE).await;
         if !graceful {
-            let _ = qmp.quit().await;
-            if !res.wait_exit(QUIT_GRACE).await {
-                tracing::warn!(vm = %name, "qemu ignored quit; killing it");
-            }
+            tracing::warn!(vm = %name, "qemu ignored quit; killing it");
         }
         let dir = res.dir.clone();
         // Kills whatever is left (passt, a stuck QEMU), reaps, deletes the directory.
