@@ -202,18 +202,7 @@ pub fn select_pool<'a>(
     pools: &'a [TaskAgentPool],
     name: Option<&str>,
 ) -> Result<&'a TaskAgentPool, RegistrationError> {
-    let usable = || pools.iter().filter(|p| !p.is_hosted);
-    match name {
-        Some(name) => usable()
-            .find(|p| p.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| RegistrationError::GroupNotFound {
-                name: name.to_owned(),
-                available: usable().map(|p| p.name.clone()).collect(),
-            }),
-        None => usable()
-            .find(|p| p.is_internal)
-            .ok_or(RegistrationError::NoDefaultGroup),
-    }
+    select_group_by(pools, name, |p| (&p.name, p.is_hosted, p.is_internal))
 }
 
 /// Picks the runner-admin group: by name (case-insensitive, non-hosted), else the default.
@@ -221,16 +210,25 @@ pub fn select_group<'a>(
     groups: &'a [RunnerGroup],
     name: Option<&str>,
 ) -> Result<&'a RunnerGroup, RegistrationError> {
-    let usable = || groups.iter().filter(|g| !g.is_hosted);
+    select_group_by(groups, name, |g| (&g.name, g.is_hosted, g.default))
+}
+
+/// The selection rule both flows share; `facts` gives (name, is hosted, is the default).
+fn select_group_by<'a, T>(
+    groups: &'a [T],
+    name: Option<&str>,
+    facts: impl Fn(&T) -> (&String, bool, bool),
+) -> Result<&'a T, RegistrationError> {
+    let usable = || groups.iter().filter(|g| !facts(g).1);
     match name {
         Some(name) => usable()
-            .find(|g| g.name.eq_ignore_ascii_case(name))
+            .find(|g| facts(g).0.eq_ignore_ascii_case(name))
             .ok_or_else(|| RegistrationError::GroupNotFound {
                 name: name.to_owned(),
-                available: usable().map(|g| g.name.clone()).collect(),
+                available: usable().map(|g| facts(g).0.clone()).collect(),
             }),
         None => usable()
-            .find(|g| g.default)
+            .find(|g| facts(g).2)
             .ok_or(RegistrationError::NoDefaultGroup),
     }
 }
