@@ -21,6 +21,7 @@ use ghrunner_vm::localsvc::protocol::{
 };
 use ghrunner_vm::localsvc::state::AgentRecord;
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
+use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::lifecycle::VariableValue;
 use serde_json::{Value, json};
@@ -74,6 +75,7 @@ struct Runner {
     agent_id: u64,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ListenerError>>,
+    metrics: Arc<Metrics>,
     _dir: tempfile::TempDir,
 }
 
@@ -111,7 +113,9 @@ async fn start(
         shutdown_grace: Duration::from_millis(500),
         cancel_kill_after: Duration::from_secs(5),
     };
-    let listener = Listener::new(cfg, http, tokens, key, executor);
+    let metrics = Arc::new(Metrics::default());
+    let listener =
+        Listener::new(cfg, http, tokens, key, executor).with_metrics(Arc::clone(&metrics));
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move { listener.run(token).await });
@@ -121,6 +125,7 @@ async fn start(
         agent_id,
         shutdown,
         task,
+        metrics,
         _dir: dir,
     }
 }
@@ -334,7 +339,13 @@ async fn a_thirty_second_outage_is_survived_with_bounded_requests() {
     runner.svc.stop_listening().await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during = failures.load(Ordering::SeqCst);
-    eprintln!("failed polls during a 30 s outage (fast timings): {during}");
+    let counted = poll_errors_metric(&runner.metrics);
+    eprintln!("failed polls during a 30 s outage (fast timings): {during}, metric {counted}");
+    // The metric counts the same failures the log reports (one more may land in between).
+    assert!(
+        (during..=during + 1).contains(&counted),
+        "ghrunner_vm_poll_errors_total {counted}, logged failures {during}"
+    );
     runner.svc.resume_listening().await.unwrap();
     // Fast timings back off 150–300 ms, then 300–600 ms: about 60–100 attempts in 30 s. A
     // busy loop would make thousands; giving up would make a handful.
@@ -374,6 +385,16 @@ async fn a_503_burst_and_a_revoked_token_are_survived() {
         .count();
     assert!(polls > 8, "polled through the 503 burst: {polls}");
     stop(runner).await.0.unwrap();
+}
+
+/// The value of `ghrunner_vm_poll_errors_total` in the Prometheus exposition.
+fn poll_errors_metric(metrics: &Metrics) -> usize {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("ghrunner_vm_poll_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the poll error counter is exposed")
 }
 
 fn token_requests(svc: &LocalService) -> usize {

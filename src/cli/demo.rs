@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::GlobalArgs;
 use super::image::{ImageBuildArgs, ImageCommand};
@@ -18,8 +18,7 @@ use super::register::RegisterArgs;
 use super::run::RunArgs;
 use crate::exit::ExitStatus;
 use crate::image::Image;
-use crate::localsvc::workflow::{CompileRequest, JobIds, compile_job};
-use crate::localsvc::{DEFAULT_REGISTRATION_TOKEN, LocalService, LocalServiceConfig};
+use crate::localsvc::{DEFAULT_REGISTRATION_TOKEN, LocalService, LocalServiceConfig, WorkflowJob};
 
 /// The demo workflow (examples/hello.yml), embedded so an installed binary can run it.
 const HELLO: &str = include_str!("../../examples/hello.yml");
@@ -156,42 +155,20 @@ fn queue_job(
     file_name: &str,
     job: Option<&str>,
 ) -> anyhow::Result<String> {
-    let job = match job {
-        Some(job) => job.to_owned(),
-        None => crate::localsvc::workflow::job_ids(yaml, file_name)?
-            .into_iter()
-            .next()
-            .context("the workflow has no jobs")?,
-    };
-    let github = json!({
-        "repository": "octo-org/hello", "repository_owner": "octo-org", "run_id": "1",
-        "run_number": "1", "run_attempt": "1", "sha": "0000000000000000000000000000000000000001",
-        "ref": "refs/heads/main", "ref_name": "main", "event_name": "push", "actor": "octocat",
-        "workflow": "demo", "server_url": service.url(), "api_url": format!("{}/api/v3", service.url()),
-        "event": {"ref": "refs/heads/main"}
-    });
     let secrets = vec![("DEMO_TOKEN".to_owned(), DEMO_SECRET.to_owned())];
-    let compiled = compile_job(&CompileRequest {
+    let queued = service.queue_workflow_job(&WorkflowJob {
         yaml,
         file_name,
-        job: &job,
-        github: &github,
+        job,
+        workflow_name: "demo",
         secrets: &secrets,
-        vars: &[],
-        github_token: "ghs_LOCAL_DEMO_TOKEN",
-        service_url: &service.tenant_url(),
-        access_token: "unused-the-service-sets-the-job-token",
-        ids: JobIds {
-            plan_id: uuid::Uuid::new_v4(),
-            timeline_id: uuid::Uuid::new_v4(),
-            job_id: uuid::Uuid::new_v4(),
-            request_id: 1,
-        },
     })?;
-    eprintln!("    job `{job}` runs-on: {}", compiled.runs_on.join(", "));
-    let message = serde_json::to_value(&compiled.message)?;
-    let proto = crate::localsvc::protocol::protocol_state(&service.state());
-    Ok(proto.enqueue_legacy_job(message))
+    eprintln!(
+        "    job `{}` runs-on: {}",
+        queued.job,
+        queued.runs_on.join(", ")
+    );
+    Ok(queued.job_id)
 }
 
 /// Prints the timeline records with their logs, then the completion; true if it succeeded.

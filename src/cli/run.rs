@@ -7,9 +7,12 @@
 //!
 //! Jobs run in fresh QEMU VMs ([`super::run_vm`]): each registration gets its own executor,
 //! all sharing the host's VM budget and metrics (`--metrics-addr`); VMs orphaned by a previous
-//! agent are reaped at start-up. For tests only, the hidden environment variable
+//! agent are reaped at start-up. For tests and benchmarks only, two hidden environment variables
+//! replace the VMs (a loud warning is logged, since job code then never runs):
 //! `GHRUNNER_VM_TEST_EXECUTOR=sleep:<milliseconds>` selects a fake executor that waits that long
-//! (or until cancelled) and reports success with the output `slept=<milliseconds>`.
+//! (or until cancelled) and reports success with the output `slept=<milliseconds>`;
+//! `GHRUNNER_VM_TEST_HYPERVISOR=null[:<milliseconds>]` keeps the real executor (images, budget,
+//! planning, reporting, hooks, metrics) on [`NullHypervisor`] VMs whose commands take that long.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,13 +24,13 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::run_vm::{QemuExecutor, host_runtime, serve_metrics};
+use super::run_vm::{QemuExecutor, host_runtime, qemu_backend, serve_metrics};
 use crate::client::http::{HttpClient, RetryPolicy, runner_arch};
 use crate::client::session::RunnerIdentity;
 use crate::client::{RUNNER_VERSION, TokenProvider};
 use crate::config::runner::{Registration, list_registration_dirs};
 use crate::exit::ExitStatus;
-use crate::job::executor::HostRuntime;
+use crate::job::executor::{HostRuntime, ServiceReports, VmJobExecutor};
 use crate::job::lifecycle::{ExecutorError, JobExecutor, JobOutcome};
 use crate::listener::backoff::Timings;
 use crate::listener::jobs::runner_os;
@@ -35,10 +38,13 @@ use crate::listener::{CANCEL_KILL_AFTER, Listener, ListenerConfig, SHUTDOWN_GRAC
 use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
 use crate::protocol::lifecycle::VariableValue;
+use crate::vm::null::NullHypervisor;
 use crate::vm::qemu::Qemu;
 
 /// Hidden test hook selecting the fake executor (see the module docs).
 pub const TEST_EXECUTOR_ENV: &str = "GHRUNNER_VM_TEST_EXECUTOR";
+/// Hidden test hook selecting the [`NullHypervisor`] (see the module docs).
+pub const TEST_HYPERVISOR_ENV: &str = "GHRUNNER_VM_TEST_HYPERVISOR";
 /// Hidden test hook: multiply every listener delay by this factor (e.g. `0.01`).
 pub const TEST_TIMING_SCALE_ENV: &str = "GHRUNNER_VM_TEST_TIMING_SCALE";
 
@@ -59,6 +65,8 @@ pub enum RunExecutor {
     Sleep(SleepExecutor),
     /// Jobs in QEMU VMs.
     Vm(Box<QemuExecutor>),
+    /// Jobs on the null hypervisor selected by [`TEST_HYPERVISOR_ENV`].
+    Null(Box<VmJobExecutor<NullHypervisor, ServiceReports>>),
 }
 
 /// Where the executors of one `run` come from.
@@ -67,6 +75,8 @@ pub enum ExecutorSource {
     Sleep(SleepExecutor),
     /// The VM runtime shared by every registration.
     Vm(Box<HostRuntime<Qemu>>),
+    /// The null-hypervisor runtime.
+    Null(Box<HostRuntime<NullHypervisor>>),
 }
 
 impl ExecutorSource {
@@ -77,6 +87,9 @@ impl ExecutorSource {
             ExecutorSource::Vm(runtime) => {
                 RunExecutor::Vm(Box::new(runtime.executor(&registration.runner)))
             }
+            ExecutorSource::Null(runtime) => {
+                RunExecutor::Null(Box::new(runtime.executor(&registration.runner)))
+            }
         }
     }
 
@@ -85,6 +98,7 @@ impl ExecutorSource {
         match self {
             ExecutorSource::Sleep(_) => Arc::new(Metrics::default()),
             ExecutorSource::Vm(runtime) => Arc::clone(&runtime.metrics),
+            ExecutorSource::Null(runtime) => Arc::clone(&runtime.metrics),
         }
     }
 }
@@ -98,6 +112,7 @@ impl JobExecutor for RunExecutor {
         match self {
             RunExecutor::Sleep(sleep) => sleep.execute(message, cancel).await,
             RunExecutor::Vm(vm) => vm.execute(message, cancel).await,
+            RunExecutor::Null(null) => null.execute(message, cancel).await,
         }
     }
 }
@@ -105,9 +120,22 @@ impl JobExecutor for RunExecutor {
 /// Builds what the executors of `run` come from, for the runner directory `dir`.
 pub fn build_executor(dir: &std::path::Path) -> anyhow::Result<ExecutorSource> {
     if let Ok(spec) = std::env::var(TEST_EXECUTOR_ENV) {
+        tracing::warn!("{TEST_EXECUTOR_ENV} is set: jobs are NOT run, they only sleep (test hook)");
         return SleepExecutor::parse(&spec).map(ExecutorSource::Sleep);
     }
-    host_runtime(dir).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
+    if let Ok(spec) = std::env::var(TEST_HYPERVISOR_ENV) {
+        let null = NullHypervisor::from_spec(&spec).with_context(|| {
+            format!("{TEST_HYPERVISOR_ENV} must be null or null:<milliseconds>, not {spec:?}")
+        })?;
+        tracing::warn!(
+            "{TEST_HYPERVISOR_ENV} is set: jobs run on the null hypervisor, none of their \
+             commands is executed (test hook)"
+        );
+        let runtime = host_runtime(dir, null)?;
+        return Ok(ExecutorSource::Null(Box::new(runtime)));
+    }
+    let qemu = qemu_backend(dir)?;
+    host_runtime(dir, qemu).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
 }
 
 /// A fake executor for tests: waits, or stops early when cancelled.
@@ -162,8 +190,9 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         );
     }
     let source = build_executor(&dir)?;
+    let metrics = source.metrics();
     if let Some(addr) = args.metrics_addr {
-        serve_metrics(addr, source.metrics()).await?;
+        serve_metrics(addr, Arc::clone(&metrics)).await?;
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -172,7 +201,8 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         let registration = Registration::load(&reg_dir)
             .with_context(|| format!("cannot load the registration in {}", reg_dir.display()))?;
         let executor = Arc::new(source.executor(&registration));
-        let listener = build_listener(registration, args.once, executor)?;
+        let listener =
+            build_listener(registration, args.once, executor)?.with_metrics(Arc::clone(&metrics));
         let shutdown = shutdown.clone();
         tasks.spawn(async move { listener.run(shutdown).await });
     }

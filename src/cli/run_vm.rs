@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::config::settings::Accel;
 use crate::job::executor::{HostRuntime, ServiceReports, VmJobExecutor};
 use crate::metrics::Metrics;
+use crate::vm::Hypervisor;
 use crate::vm::qemu::accel::AccelMode;
 use crate::vm::qemu::reaper::reap_orphans;
 use crate::vm::qemu::{Qemu, QemuConfig};
@@ -21,17 +22,26 @@ use crate::vm::qemu::{Qemu, QemuConfig};
 /// The executor of one registration.
 pub type QemuExecutor = VmJobExecutor<Qemu, ServiceReports>;
 
-/// Loads the settings, creates the QEMU backend and reaps orphaned VMs of `dir`.
-pub fn host_runtime(dir: &Path) -> anyhow::Result<HostRuntime<Qemu>> {
-    let settings = Settings::load(dir)
-        .with_context(|| format!("cannot load the settings of {}", dir.display()))?;
+/// The QEMU backend of `dir` (accelerator from `config.yaml`, `GHRUNNER_VM_ACCEL` overrides).
+pub fn qemu_backend(dir: &Path) -> anyhow::Result<Qemu> {
+    let settings = load_settings(dir)?;
     let mut config = QemuConfig::new(dir);
     config.accel = match settings.vm.accel {
         Accel::Auto => AccelMode::Auto,
         Accel::Kvm => AccelMode::Kvm,
         Accel::Tcg => AccelMode::Tcg,
     };
-    let qemu = Qemu::new(config).context("cannot set up the QEMU backend")?;
+    Qemu::new(config).context("cannot set up the QEMU backend")
+}
+
+fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
+    Settings::load(dir).with_context(|| format!("cannot load the settings of {}", dir.display()))
+}
+
+/// Loads the settings of `dir`, reaps the VMs a previous agent left behind and builds the
+/// runtime every registration shares on `hypervisor`.
+pub fn host_runtime<H: Hypervisor>(dir: &Path, hypervisor: H) -> anyhow::Result<HostRuntime<H>> {
+    let settings = load_settings(dir)?;
     let reaped = reap_orphans(dir).context("cannot reap VMs left by a previous agent")?;
     for name in &reaped {
         tracing::warn!(vm = %name, "reaped a VM left by a previous agent");
@@ -40,7 +50,7 @@ pub fn host_runtime(dir: &Path) -> anyhow::Result<HostRuntime<Qemu>> {
     let runtime = HostRuntime::new(
         dir.to_owned(),
         settings,
-        Arc::new(qemu),
+        Arc::new(hypervisor),
         http.reqwest().clone(),
     );
     let (cpus, memory) = runtime.budget.limits();

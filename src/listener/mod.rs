@@ -47,6 +47,7 @@ use crate::client::session::{LegacyClient, PollStatus, RunnerIdentity, poll_quer
 use crate::crypto::rsa::RunnerKey;
 use crate::exit::ExitStatus;
 use crate::job::lifecycle::{BoxError, JobChannel, JobControl, JobExecutor, run_job};
+use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
 use crate::protocol::message::{ListenerMessage, RunnerJobRequestRef, TaskAgentMessage};
 use backoff::{EmptyPollGuard, ErrorThrottle, PollErrorBackoff, Timings};
@@ -144,6 +145,7 @@ pub struct Listener<E: JobExecutor> {
     key: RunnerKey,
     executor: Arc<E>,
     legacy: LegacyClient,
+    metrics: Arc<Metrics>,
 }
 
 impl<E: JobExecutor> Listener<E> {
@@ -168,7 +170,20 @@ impl<E: JobExecutor> Listener<E> {
             key,
             executor,
             legacy,
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// Counts failed polls and session calls in `metrics` (`ghrunner_vm_poll_errors_total`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a failed poll and classifies it.
+    fn poll_failed(&self, err: &ServiceError) -> session::Failure {
+        self.metrics.poll_error();
+        classify(err)
     }
 
     fn broker(&self, url: &str) -> BrokerClient {
@@ -235,7 +250,7 @@ impl<E: JobExecutor> Listener<E> {
                         break;
                     }
                 }
-                Err(err) => match classify(&err) {
+                Err(err) => match self.poll_failed(&err) {
                     session::Failure::SessionGone => {
                         tracing::warn!(error = %err, "session expired, creating a new one");
                         match self.create_session(&shutdown).await? {

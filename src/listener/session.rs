@@ -183,6 +183,7 @@ impl<E: JobExecutor> Listener<E> {
                 }
                 Err(err) => err,
             };
+            self.metrics.poll_error();
             let delay = match classify(&err) {
                 Failure::Conflict => match policy.on_conflict(timings) {
                     SessionRetry::RetryAfter(delay) => {

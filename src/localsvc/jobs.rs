@@ -108,7 +108,7 @@ async fn complete(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
     let mut inner = s.inner();
     match inner.jobs.get_mut(&job_id) {
         Some(record) if record.acquired => {
-            record.completion = Some(v);
+            record.complete(v);
             StatusCode::OK.into_response()
         }
         _ => not_found("job not found"),
@@ -146,7 +146,7 @@ async fn legacy_job_request(
         );
     }
     if finishing {
-        record.completion = Some(v.clone());
+        record.complete(v.clone());
     } else {
         record.renewals += 1;
     }
@@ -191,7 +191,7 @@ fn record_event(State(s): St, headers: HeaderMap, body: Bytes) -> Response {
     let mut inner = s.inner();
     match inner.jobs.get_mut(&job_id) {
         Some(record) => {
-            record.completion = Some(v);
+            record.complete(v);
             StatusCode::OK.into_response()
         }
         None => vss_error(

@@ -50,8 +50,10 @@ enum Polled {
     NoSession,
 }
 
-/// Waits up to the poll hold for something to deliver to `session_id`.
-async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool) -> Polled {
+/// Waits up to the poll hold for something to deliver to `session_id`. A runner polling as
+/// `Busy` is not handed jobs (GitHub assigns a job only to an idle runner); other messages,
+/// cancellations included, still reach it.
+async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool, busy: bool) -> Polled {
     let deadline = tokio::time::Instant::now() + s.knobs().poll_hold;
     loop {
         let notified = s.wake.notified();
@@ -65,7 +67,15 @@ async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool) -> 
             if !broker && inner.broker_mode {
                 return Polled::Migration;
             }
-            if let Some(pending) = inner.queue.pop_front() {
+            let deliverable = inner.queue.iter().position(|p| !busy || p.job_id.is_none());
+            if let Some(pending) = deliverable.and_then(|i| inner.queue.remove(i)) {
+                if let Some(job) = pending
+                    .job_id
+                    .as_ref()
+                    .and_then(|id| inner.jobs.get_mut(id))
+                {
+                    job.delivered_at = Some(chrono::Utc::now());
+                }
                 return Polled::Message(pending);
             }
         }
@@ -75,11 +85,12 @@ async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool) -> 
     }
 }
 
-fn record_poll(s: &ProtocolState, q: &HashMap<String, String>, broker: bool) {
-    s.record(ProtocolEvent::Poll {
-        broker,
-        status: q.get("status").cloned().unwrap_or_default(),
-    });
+/// Records the poll; true if the runner polls as `Busy`.
+fn record_poll(s: &ProtocolState, q: &HashMap<String, String>, broker: bool) -> bool {
+    let status = q.get("status").cloned().unwrap_or_default();
+    let busy = status.eq_ignore_ascii_case("busy");
+    s.record(ProtocolEvent::Poll { broker, status });
+    busy
 }
 
 async fn poll_legacy(
@@ -92,14 +103,15 @@ async fn poll_legacy(
     if let Err(unauthorized) = require_access_token(&shared, &headers) {
         return unauthorized;
     }
-    record_poll(&s, &q, false);
+    let busy = record_poll(&s, &q, false);
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
-    let pending = match wait_for_message(&s, &session_id, false).await {
+    let pending = match wait_for_message(&s, &session_id, false, busy).await {
         Polled::Message(p) => p,
         Polled::Migration => Pending {
             message_type: "BrokerMigration".into(),
             body: json!({"brokerBaseUrl": s.broker_url()}).to_string(),
             tamper: None,
+            job_id: None,
         },
         Polled::Idle => return StatusCode::ACCEPTED.into_response(),
         Polled::NoSession => {
@@ -196,9 +208,9 @@ async fn poll_broker(
     if let Err(unauthorized) = require_access_token(&shared, &headers) {
         return unauthorized;
     }
-    record_poll(&s, &q, true);
+    let busy = record_poll(&s, &q, true);
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
-    match wait_for_message(&s, &session_id, true).await {
+    match wait_for_message(&s, &session_id, true, busy).await {
         Polled::Message(pending) => {
             let message = TaskAgentMessage {
                 message_id: i64::from(rand::random::<i32>()),

@@ -130,6 +130,32 @@ async fn not_found() -> Response {
     rest_error(StatusCode::NOT_FOUND, "Not Found")
 }
 
+/// A workflow job to queue with [`LocalService::queue_workflow_job`].
+#[derive(Debug, Clone, Copy)]
+pub struct WorkflowJob<'a> {
+    /// The workflow YAML.
+    pub yaml: &'a str,
+    /// Its path in the repository, e.g. `.github/workflows/ci.yml` (named in errors).
+    pub file_name: &'a str,
+    /// The job id (`None`: the first job).
+    pub job: Option<&'a str>,
+    /// `github.workflow`.
+    pub workflow_name: &'a str,
+    /// Secrets by name.
+    pub secrets: &'a [(String, String)],
+}
+
+/// A queued workflow job.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    /// The job's id (its timeline record id).
+    pub job_id: String,
+    /// The job's key in the workflow.
+    pub job: String,
+    /// Its `runs-on` labels.
+    pub runs_on: Vec<String>,
+}
+
 /// A running local service. Dropping it stops the server.
 #[derive(Debug)]
 pub struct LocalService {
@@ -185,6 +211,57 @@ impl LocalService {
     /// The shared state, to inspect or script it.
     pub fn state(&self) -> Shared {
         self.shared.clone()
+    }
+
+    /// Compiles `job` of a workflow (the first job when `None`) as GitHub's service would, for
+    /// the repository `octo-org/hello`, with `secrets`, and queues it on the legacy path.
+    pub fn queue_workflow_job(
+        &self,
+        workflow: &WorkflowJob<'_>,
+    ) -> Result<QueuedJob, workflow::WorkflowError> {
+        let job = match workflow.job {
+            Some(job) => job.to_owned(),
+            None => workflow::job_ids(workflow.yaml, workflow.file_name)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    workflow::WorkflowError::in_file(workflow.file_name, "the workflow has no jobs")
+                })?,
+        };
+        let proto = protocol::protocol_state(&self.shared);
+        let run_id = proto.next_run_id().to_string();
+        let github = serde_json::json!({
+            "repository": "octo-org/hello", "repository_owner": "octo-org", "run_id": run_id,
+            "run_number": run_id, "run_attempt": "1",
+            "sha": "0000000000000000000000000000000000000001", "ref": "refs/heads/main",
+            "ref_name": "main", "event_name": "push", "actor": "octocat",
+            "workflow": workflow.workflow_name, "server_url": self.url(),
+            "api_url": format!("{}/api/v3", self.url()), "event": {"ref": "refs/heads/main"}
+        });
+        let compiled = workflow::compile_job(&workflow::CompileRequest {
+            yaml: workflow.yaml,
+            file_name: workflow.file_name,
+            job: &job,
+            github: &github,
+            secrets: workflow.secrets,
+            vars: &[],
+            github_token: "ghs_LOCAL_TOKEN",
+            service_url: &self.tenant_url(),
+            access_token: "unused-the-service-sets-the-job-token",
+            ids: workflow::JobIds {
+                plan_id: uuid::Uuid::new_v4(),
+                timeline_id: uuid::Uuid::new_v4(),
+                job_id: uuid::Uuid::new_v4(),
+                request_id: 1,
+            },
+        })?;
+        let message = serde_json::to_value(&compiled.message)
+            .map_err(|e| workflow::WorkflowError::in_file(workflow.file_name, e.to_string()))?;
+        Ok(QueuedJob {
+            job_id: proto.enqueue_legacy_job(message),
+            job,
+            runs_on: compiled.runs_on,
+        })
     }
 
     /// A copy of every request received so far.

@@ -31,6 +31,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -61,6 +62,8 @@ pub(crate) struct Pending {
     pub message_type: String,
     pub body: String,
     pub tamper: Option<Tamper>,
+    /// The job this message delivers, if it does.
+    pub job_id: Option<String>,
 }
 
 /// A session held by a runner.
@@ -79,6 +82,18 @@ pub struct JobRecord {
     pub renewals: u32,
     /// The completion body (`completejob`, the legacy finish PATCH or the `JobCompleted` event).
     pub completion: Option<Value>,
+    /// When the job's message was handed to a poll (service clock).
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the completion arrived (service clock).
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl JobRecord {
+    /// Records the completion body and its arrival time.
+    pub(crate) fn complete(&mut self, body: Value) {
+        self.completion = Some(body);
+        self.completed_at = Some(Utc::now());
+    }
 }
 
 /// A notable call, in arrival order.
@@ -128,6 +143,7 @@ pub(crate) struct Inner {
     pub request_to_job: HashMap<i64, String>,
     pub jobs: HashMap<String, JobRecord>,
     pub next_request_id: i64,
+    pub next_run_id: u64,
     pub events: Vec<ProtocolEvent>,
 }
 
@@ -226,6 +242,7 @@ impl ProtocolState {
             message_type: message_type.to_owned(),
             body: body.to_owned(),
             tamper: None,
+            job_id: None,
         });
     }
 
@@ -235,7 +252,15 @@ impl ProtocolState {
             message_type: message_type.to_owned(),
             body: body.to_owned(),
             tamper: Some(tamper),
+            job_id: None,
         });
+    }
+
+    /// A new workflow run number (1, 2, …).
+    pub fn next_run_id(&self) -> u64 {
+        let mut inner = self.inner();
+        inner.next_run_id += 1;
+        inner.next_run_id
     }
 
     /// Queues a `JobCancellation` for `job_id`.
@@ -272,7 +297,12 @@ impl ProtocolState {
                 },
             );
         }
-        self.enqueue("PipelineAgentJobRequest", &job.to_string());
+        self.push(Pending {
+            message_type: "PipelineAgentJobRequest".to_owned(),
+            body: job.to_string(),
+            tamper: None,
+            job_id: Some(job_id.clone()),
+        });
         job_id
     }
 
@@ -294,7 +324,12 @@ impl ProtocolState {
             inner.pending_acquire.insert(runner_request_id, job);
             inner.jobs.insert(job_id.clone(), JobRecord::default());
         }
-        self.enqueue("RunnerJobRequest", &body.to_string());
+        self.push(Pending {
+            message_type: "RunnerJobRequest".to_owned(),
+            body: body.to_string(),
+            tamper: None,
+            job_id: Some(job_id.clone()),
+        });
         job_id
     }
 

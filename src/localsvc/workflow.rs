@@ -87,6 +87,19 @@ pub enum WorkflowError {
     },
 }
 
+impl WorkflowError {
+    /// An error about the whole file `file`.
+    pub fn in_file(file: &str, message: impl Into<String>) -> Self {
+        WorkflowError::Invalid {
+            location: SourceLocation {
+                file: Some(file.to_owned()),
+                ..SourceLocation::default()
+            },
+            message: message.into(),
+        }
+    }
+}
+
 /// What the caller (the local service) supplies besides the YAML.
 #[derive(Debug, Clone)]
 pub struct CompileRequest<'a> {
@@ -265,13 +278,7 @@ fn parse_root(yaml: &str, file: &str) -> Result<Node, WorkflowError> {
             location: location(file, mark),
             message,
         },
-        YamlError::Empty => WorkflowError::Invalid {
-            location: SourceLocation {
-                file: Some(file.to_owned()),
-                ..SourceLocation::default()
-            },
-            message: "the workflow is empty".into(),
-        },
+        YamlError::Empty => WorkflowError::in_file(file, "the workflow is empty"),
         YamlError::Structure { mark, message } => WorkflowError::Yaml {
             location: location(file, mark),
             message: message.into(),

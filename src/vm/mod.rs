@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::image::Image;
 
 pub mod keys;
+pub mod null;
 pub mod qemu;
 pub mod shell;
 pub mod ssh;
