@@ -241,6 +241,18 @@ pub enum VmError {
         /// The name.
         name: String,
     },
+    /// A Unix socket of the VM would have a path longer than Linux allows (107 bytes).
+    #[error(
+        "the VM socket path {} is {len} bytes, longer than the 107 Linux allows for a Unix \
+         socket: use a shorter runner directory (--dir)",
+        path.display()
+    )]
+    SocketPathTooLong {
+        /// The socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A backend setting is invalid.
     #[error("invalid setting {setting}")]
     Config {

@@ -153,8 +153,9 @@ impl Hypervisor for Qemu {
                 });
             }
         }
-        let choice = accel::choose(self.mode, &self.config.qemu, &kernel).await;
         let dir = self.config.runner_dir.join(VMS_DIR).join(&spec.name);
+        check_socket_paths(&dir)?;
+        let choice = accel::choose(self.mode, &self.config.qemu, &kernel).await;
         let mut res = Resources::create(dir)?;
         let started = std::time::Instant::now();
         let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel);
@@ -246,7 +247,7 @@ async fn boot(
         append: kernel_cmdline(spec.image.manifest.cmdline.as_deref(), &key.kernel_param()),
         overlay,
         console: res.console.clone(),
-        qmp_socket: res.dir.join("qmp.sock"),
+        qmp_socket: res.dir.join(QMP_SOCKET),
         pidfile: res.dir.join("qemu.pid"),
         net: network.backend,
     };
@@ -334,6 +335,24 @@ async fn wait_for_guest(res: &mut Resources, name: &str) -> Result<HostKey, VmEr
         }
         tokio::time::sleep(BOOT_POLL_INTERVAL).await;
     }
+}
+
+/// File name of the QMP socket in the VM directory.
+const QMP_SOCKET: &str = "qmp.sock";
+
+/// Longest path a Unix socket may have (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Fails early when a socket inside the VM directory `dir` (QMP, passt) would not fit in
+/// `sun_path`, instead of a helper failing later with a vague message.
+fn check_socket_paths(dir: &Path) -> Result<(), VmError> {
+    for socket in [dir.join(QMP_SOCKET), net::passt_socket(dir)] {
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(VmError::SocketPathTooLong { path: socket, len });
+        }
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str) -> Result<(), VmError> {
@@ -560,6 +579,24 @@ impl Vm for QemuVm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_paths_beyond_sun_path_are_refused_up_front() {
+        let job = "job-0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f";
+        check_socket_paths(&Path::new("/var/lib/ghrunner-vm/vms").join(job)).unwrap();
+        let deep = Path::new("/tmp").join("d".repeat(60)).join("vms").join(job);
+        match check_socket_paths(&deep) {
+            Err(VmError::SocketPathTooLong { path, len }) => {
+                assert_eq!(len, path.as_os_str().len());
+                assert!(len > MAX_SOCKET_PATH);
+                assert!(path.starts_with(&deep));
+            }
+            other => panic!(
+                "a {}-byte directory was accepted: {other:?}",
+                deep.as_os_str().len()
+            ),
+        }
+    }
 
     #[test]
     fn names_must_be_safe_directory_names() {

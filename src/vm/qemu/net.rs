@@ -92,8 +92,8 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
             passt: None,
         }),
         NetworkPolicy::User => {
-            let net_dir = dir.join("net");
-            let socket = net_dir.join("passt.sock");
+            let socket = passt_socket(dir);
+            let net_dir = socket.parent().unwrap_or(dir).to_owned();
             prepare_socket_dir(&net_dir)?;
             let log = File::create(dir.join("passt.log")).map_err(|source| VmError::Io {
                 action: "creating",
@@ -144,6 +144,11 @@ impl Drop for ChildGuard {
             let _ = child.wait();
         }
     }
+}
+
+/// Where passt's socket of the VM directory `dir` lives.
+pub fn passt_socket(dir: &Path) -> PathBuf {
+    dir.join("net").join("passt.sock")
 }
 
 /// Creates the directory for passt's socket (mode 0700).

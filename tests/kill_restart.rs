@@ -1,0 +1,220 @@
+//! Crash recovery with real VMs: `ghrunner-vm run` is killed with SIGKILL while a job runs in a
+//! QEMU VM (TCG) whose disk is a qcow2 overlay. The VM and its overlay outlive the agent; the
+//! restarted agent reaps both before serving, reconnects (deleting the dead session it recorded)
+//! and runs the next job. Needs qemu-system-x86_64, qemu-utils, passt and what the tiny recipe
+//! needs (tests/install-deps.sh installs them); fails naming what is missing.
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/image.rs"]
+mod image_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ghrunner_vm::config::Settings;
+use ghrunner_vm::localsvc::protocol::{ProtocolState, protocol_state};
+use ghrunner_vm::localsvc::reporting::store;
+use ghrunner_vm::localsvc::{LocalService, WorkflowJob};
+use tokio::process::{Child, Command};
+
+const LONG_JOB: &str = r#"
+on: push
+jobs:
+  long:
+    runs-on: [self-hosted, tiny]
+    steps:
+      - run: echo long-job-started; sleep 600
+"#;
+
+const NEXT_JOB: &str = r#"
+on: push
+jobs:
+  next:
+    runs-on: [self-hosted, tiny]
+    steps:
+      - run: echo next-job-ran-in-$(uname -s)
+"#;
+
+/// Generous: VMs boot under TCG on a loaded 2-core machine.
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn agent(root: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ghrunner-vm"))
+        .arg("--dir")
+        .arg(root)
+        .arg("run")
+        .env(
+            "GHRUNNER_VM_ACCEL",
+            std::env::var("GHRUNNER_VM_ACCEL").unwrap_or("tcg".into()),
+        )
+        .env("GHRUNNER_VM_LOG", "ghrunner_vm=info")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ghrunner-vm starts")
+}
+
+fn queue(svc: &LocalService, yaml: &str) -> String {
+    svc.queue_workflow_job(&WorkflowJob {
+        yaml,
+        file_name: ".github/workflows/ci.yml",
+        job: None,
+        workflow_name: "ci",
+        secrets: &[],
+    })
+    .expect("the workflow compiles")
+    .job_id
+}
+
+/// Live (non-zombie) qemu processes whose command line names `dir`.
+fn qemu_pids(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if text.contains("qemu-system") && text.contains(&needle) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Files named `disk.qcow2` under `dir` (the VMs' overlays).
+fn overlays(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path().join("disk.qcow2"))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn step_log_contains(svc: &LocalService, job: &str, text: &str) -> bool {
+    let store = store(&svc.state());
+    store
+        .records
+        .iter()
+        .filter(|(_, r)| r["parentId"].as_str() == Some(job))
+        .any(|(id, _)| store.record_log(id).is_some_and(|log| log.contains(text)))
+        || store
+            .feed
+            .iter()
+            .any(|m| m.lines.iter().any(|l| l.contains(text)))
+}
+
+fn session_count(proto: &ProtocolState) -> usize {
+    proto.sessions().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_serving_again() {
+    let tiny = image_support::tiny_image();
+    let image_dir = tempfile::tempdir().unwrap();
+    let image = image_support::with_blank_disk(&tiny, image_dir.path());
+    let svc = cli::service(false).await;
+    let root = tempfile::tempdir().unwrap();
+    let spec = format!("tiny={}", image.display());
+    cli::register(
+        root.path(),
+        &svc.repo_url("octo-org", "hello"),
+        "crashy",
+        &["--image", &spec],
+    )
+    .await
+    .expect("register");
+    let mut settings = Settings::load(root.path()).unwrap();
+    settings.vm.cpus = 1;
+    settings.vm.memory_mib = 512;
+    settings.save(root.path()).unwrap();
+    let vms = root.path().join("vms");
+    let proto = protocol_state(&svc.state());
+
+    // 1. A long job runs in a VM; the agent dies with SIGKILL.
+    let mut first = agent(root.path());
+    let long = queue(&svc, LONG_JOB);
+    eventually("the long job's step to print", || {
+        step_log_contains(&svc, &long, "long-job-started").then_some(())
+    })
+    .await;
+    let orphan_qemu = qemu_pids(root.path());
+    assert_eq!(orphan_qemu.len(), 1, "one VM runs the job: {orphan_qemu:?}");
+    first.kill().await.expect("SIGKILL the agent");
+    first.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        qemu_pids(root.path()),
+        orphan_qemu,
+        "the VM outlives the killed agent (it is an orphan now)"
+    );
+    let orphan_overlays = overlays(&vms);
+    assert_eq!(orphan_overlays.len(), 1, "its overlay is still on disk");
+    assert!(proto.job(&long).unwrap().completion.is_none());
+
+    // 2. The restarted agent reaps the orphan before it serves, and reconnects.
+    let mut second = agent(root.path());
+    eventually("the orphaned VM to be reaped", || {
+        (qemu_pids(root.path()).is_empty() && overlays(&vms).is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        !orphan_overlays[0].exists() && !orphan_overlays[0].parent().unwrap().exists(),
+        "the orphan's directory is removed"
+    );
+    eventually("one session again", || {
+        (session_count(&proto) == 1).then_some(())
+    })
+    .await;
+
+    // 3. The next job runs to success in a fresh VM.
+    let next = queue(&svc, NEXT_JOB);
+    let completion = eventually("the next job to complete", || {
+        proto.job(&next).and_then(|r| r.completion)
+    })
+    .await;
+    assert_eq!(completion["result"], "succeeded", "{completion}");
+    assert!(step_log_contains(&svc, &next, "next-job-ran-in-Linux"));
+
+    // 4. A clean stop leaves nothing behind.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), second.wait())
+        .await
+        .expect("the agent stops after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(qemu_pids(root.path()).is_empty());
+    let left: Vec<_> = std::fs::read_dir(&vms)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "VM directories left: {left:?}");
+    assert_eq!(session_count(&proto), 0);
+}
