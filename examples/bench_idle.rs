@@ -10,6 +10,9 @@
 //! the child's utime+stime from `/proc/<pid>/stat` over the window (after a 5 s warm-up).
 //! Prints CPU seconds, % of one core, and the number of polls the service saw.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ghrunner_vm::config::{CredentialData, Credentials, Registration, RunnerSettings};
@@ -20,14 +23,6 @@ use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
 
 /// Warm-up before measuring (session creation, first token).
 const WARM_UP: Duration = Duration::from_secs(5);
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child is running");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
 
 #[tokio::main]
 async fn main() {
@@ -108,11 +103,10 @@ async fn main() {
             .filter(|r| r.path.contains("/messages"))
             .count()
     };
-    let (t0, p0, start) = (cpu_ticks(pid), polls(), Instant::now());
+    let (t0, p0, start) = (support::cpu_time(pid), polls(), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (t1, p1, elapsed) = (cpu_ticks(pid), polls(), start.elapsed());
-    let hz = 100.0; // USER_HZ on Linux
-    let cpu = (t1 - t0) as f64 / hz;
+    let (t1, p1, elapsed) = (support::cpu_time(pid), polls(), start.elapsed());
+    let cpu = (t1 - t0).as_secs_f64();
     println!(
         "idle run, polls answered empty at once: {:.2} s CPU in {:.1} s = {:.3} % of one core; {} polls",
         cpu,

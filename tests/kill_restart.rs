@@ -6,6 +6,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/disk.rs"]
+mod disk;
 #[path = "support/image.rs"]
 mod image_support;
 
@@ -136,7 +138,7 @@ fn session_count(proto: &ProtocolState) -> usize {
 async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_serving_again() {
     let tiny = image_support::tiny_image();
     let image_dir = tempfile::tempdir().unwrap();
-    let image = image_support::with_blank_disk(&tiny, image_dir.path());
+    let image = disk::with_blank_disk(&tiny, image_dir.path());
     let svc = cli::service(false).await;
     let root = tempfile::tempdir().unwrap();
     let spec = format!("tiny={}", image.display());

@@ -338,22 +338,30 @@ fn permission_checks(runner_dir: &Path) -> Vec<Check> {
             Some(format!("chmod 700 {}", runner_dir.display())),
         )
     });
-    for file in CREDENTIAL_FILES {
-        let path = runner_dir.join(file);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        let mode = meta.permissions().mode() & 0o777;
-        checks.push(if mode & 0o077 == 0 {
-            Check::new(*file, Status::Ok, format!("mode {mode:o}"), None)
-        } else {
-            Check::new(
-                *file,
-                Status::Fail,
-                format!("mode {mode:o}: credentials readable by others"),
-                Some(format!("chmod 600 {}", path.display())),
-            )
-        });
+    let registrations =
+        crate::config::runner::list_registration_dirs(runner_dir).unwrap_or_default();
+    for reg_dir in registrations {
+        let reg = reg_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        for file in CREDENTIAL_FILES {
+            let path = reg_dir.join(file);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let name = format!("{reg}/{file}");
+            let mode = meta.permissions().mode() & 0o777;
+            checks.push(if mode & 0o077 == 0 {
+                Check::new(name, Status::Ok, format!("mode {mode:o}"), None)
+            } else {
+                Check::new(
+                    name,
+                    Status::Fail,
+                    format!("mode {mode:o}: credentials readable by others"),
+                    Some(format!("chmod 600 {}", path.display())),
+                )
+            });
+        }
     }
     checks
 }
@@ -383,23 +391,22 @@ mod tests {
     fn credentials_readable_by_others_fail_with_a_chmod_fix() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(dir.path().join(".credentials"), "{}").unwrap();
+        let reg = dir.path().join("runners").join("r1");
+        std::fs::create_dir_all(&reg).unwrap();
+        std::fs::write(reg.join(".credentials"), "{}").unwrap();
         std::fs::set_permissions(
-            dir.path().join(".credentials"),
+            reg.join(".credentials"),
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        std::fs::write(dir.path().join(".runner"), "{}").unwrap();
-        std::fs::set_permissions(
-            dir.path().join(".runner"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        std::fs::write(reg.join(".runner"), "{}").unwrap();
+        std::fs::set_permissions(reg.join(".runner"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         let checks = permission_checks(dir.path());
-        let creds = find(&checks, ".credentials");
+        let creds = find(&checks, "r1/.credentials");
         assert_eq!(creds.status, Status::Fail);
         assert!(creds.fix.as_deref().unwrap().starts_with("chmod 600 "));
-        assert_eq!(find(&checks, ".runner").status, Status::Ok);
+        assert_eq!(find(&checks, "r1/.runner").status, Status::Ok);
         assert_eq!(checks[0].status, Status::Warn, "0755 runner dir");
     }
 

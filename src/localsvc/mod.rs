@@ -53,6 +53,7 @@ pub mod workflow;
 pub use faults::{Fault, FaultAction};
 pub use recorder::RecordedRequest;
 pub use state::{Shared, State};
+pub use workflow::WorkflowJob;
 
 /// Path of the legacy Actions service under the base URL (ends in `/`).
 pub const TENANT_PATH: &str = "_services/pipelines/";
@@ -130,21 +131,6 @@ async fn not_found() -> Response {
     rest_error(StatusCode::NOT_FOUND, "Not Found")
 }
 
-/// A workflow job to queue with [`LocalService::queue_workflow_job`].
-#[derive(Debug, Clone, Copy)]
-pub struct WorkflowJob<'a> {
-    /// The workflow YAML.
-    pub yaml: &'a str,
-    /// Its path in the repository, e.g. `.github/workflows/ci.yml` (named in errors).
-    pub file_name: &'a str,
-    /// The job id (`None`: the first job).
-    pub job: Option<&'a str>,
-    /// `github.workflow`.
-    pub workflow_name: &'a str,
-    /// Secrets by name.
-    pub secrets: &'a [(String, String)],
-}
-
 /// A queued workflow job.
 #[derive(Debug, Clone)]
 pub struct QueuedJob {
@@ -213,53 +199,24 @@ impl LocalService {
         self.shared.clone()
     }
 
-    /// Compiles `job` of a workflow (the first job when `None`) as GitHub's service would, for
-    /// the repository `octo-org/hello`, with `secrets`, and queues it on the legacy path.
+    /// Compiles a workflow job for this service (see [`workflow::compile_workflow_job`]) and
+    /// queues it on the legacy path.
     pub fn queue_workflow_job(
         &self,
         workflow: &WorkflowJob<'_>,
     ) -> Result<QueuedJob, workflow::WorkflowError> {
-        let job = match workflow.job {
-            Some(job) => job.to_owned(),
-            None => workflow::job_ids(workflow.yaml, workflow.file_name)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    workflow::WorkflowError::in_file(workflow.file_name, "the workflow has no jobs")
-                })?,
-        };
         let proto = protocol::protocol_state(&self.shared);
-        let run_id = proto.next_run_id().to_string();
-        let github = serde_json::json!({
-            "repository": "octo-org/hello", "repository_owner": "octo-org", "run_id": run_id,
-            "run_number": run_id, "run_attempt": "1",
-            "sha": "0000000000000000000000000000000000000001", "ref": "refs/heads/main",
-            "ref_name": "main", "event_name": "push", "actor": "octocat",
-            "workflow": workflow.workflow_name, "server_url": self.url(),
-            "api_url": format!("{}/api/v3", self.url()), "event": {"ref": "refs/heads/main"}
-        });
-        let compiled = workflow::compile_job(&workflow::CompileRequest {
-            yaml: workflow.yaml,
-            file_name: workflow.file_name,
-            job: &job,
-            github: &github,
-            secrets: workflow.secrets,
-            vars: &[],
-            github_token: "ghs_LOCAL_TOKEN",
-            service_url: &self.tenant_url(),
-            access_token: "unused-the-service-sets-the-job-token",
-            ids: workflow::JobIds {
-                plan_id: uuid::Uuid::new_v4(),
-                timeline_id: uuid::Uuid::new_v4(),
-                job_id: uuid::Uuid::new_v4(),
-                request_id: 1,
-            },
-        })?;
+        let compiled = workflow::compile_workflow_job(
+            workflow,
+            &self.url(),
+            &self.tenant_url(),
+            proto.next_run_id(),
+        )?;
         let message = serde_json::to_value(&compiled.message)
             .map_err(|e| workflow::WorkflowError::in_file(workflow.file_name, e.to_string()))?;
         Ok(QueuedJob {
             job_id: proto.enqueue_legacy_job(message),
-            job,
+            job: compiled.job,
             runs_on: compiled.runs_on,
         })
     }
