@@ -39,7 +39,7 @@ use crate::job::script::{ScriptRequest, render_step};
 use crate::job::stepexec::{StepExec, execute_step, file_command_paths, runner_error};
 use crate::job::template::TemplateEvaluator;
 use crate::protocol::TaskResult;
-use crate::vm::{GuestCommand, Vm};
+use crate::vm::{GuestFile, Vm};
 
 /// Mode of `event.json`.
 const EVENT_FILE_MODE: u32 = 0o644;
@@ -160,30 +160,15 @@ impl<'a> JobState<'a> {
     /// Creates the guest folders and `event.json`, and evaluates the job env and defaults.
     async fn set_up<V: Vm>(&mut self, vm: &V) -> Result<(), String> {
         let layout = &self.plan.layout;
-        let mut argv = vec!["mkdir".to_owned(), "-p".to_owned()];
-        argv.extend(layout.directories().iter().map(|d| d.to_string()));
-        let (tx, _rx) = mpsc::channel(16);
-        let mkdir = GuestCommand {
-            argv,
-            ..GuestCommand::default()
+        let dirs = layout.directories().iter().map(|d| d.to_string()).collect();
+        let event = GuestFile {
+            path: layout.event_path.clone(),
+            contents: self.plan.event_json.clone().into_bytes(),
+            mode: EVENT_FILE_MODE,
         };
-        match vm.exec(mkdir, tx, CancellationToken::new()).await {
-            Ok(outcome) if outcome.exit_code == 0 => {}
-            Ok(outcome) => {
-                return Err(format!(
-                    "Creating the job folders in the VM failed (exit code {}).",
-                    outcome.exit_code
-                ));
-            }
-            Err(err) => return Err(format!("Creating the job folders in the VM failed: {err}")),
-        }
-        vm.upload(
-            &layout.event_path,
-            self.plan.event_json.clone().into_bytes(),
-            EVENT_FILE_MODE,
-        )
-        .await
-        .map_err(|err| format!("Writing the event payload in the VM failed: {err}"))?;
+        vm.write_files(dirs, vec![event])
+            .await
+            .map_err(|err| format!("Preparing the job folders in the VM failed: {err}"))?;
         let ctx = EvalContext {
             contexts: &self.contexts,
             job_status: Some(JobStatus::Success),

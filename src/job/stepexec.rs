@@ -30,7 +30,7 @@ use crate::job::filecmd::{self, FileCommand, StepSummary};
 use crate::job::lines::LineAssembler;
 use crate::job::mask::SecretMasker;
 use crate::protocol::TaskResult;
-use crate::vm::{GuestCommand, OutputChunk, Vm};
+use crate::vm::{GuestCommand, GuestFile, OutputChunk, Vm};
 
 /// Output chunks buffered between the VM backend and the line assembler.
 const OUTPUT_CHANNEL_CAPACITY: usize = 256;
@@ -252,17 +252,23 @@ pub async fn execute_step<V: Vm>(
     sink.outcome
 }
 
-/// Creates the step's (empty) file-command files and its script.
+/// Creates the step's (empty) file-command files and its script, in one batch.
 async fn upload_files<V: Vm>(vm: &V, step: &StepExec) -> Result<(), crate::vm::VmError> {
-    for (_, path) in &step.files {
-        vm.upload(path, Vec::new(), STEP_FILE_MODE).await?;
-    }
-    vm.upload(
-        &step.script_path,
-        step.script.clone().into_bytes(),
-        STEP_FILE_MODE,
-    )
-    .await
+    let mut files: Vec<GuestFile> = step
+        .files
+        .iter()
+        .map(|(_, path)| GuestFile {
+            path: path.clone(),
+            contents: Vec::new(),
+            mode: STEP_FILE_MODE,
+        })
+        .collect();
+    files.push(GuestFile {
+        path: step.script_path.clone(),
+        contents: step.script.clone().into_bytes(),
+        mode: STEP_FILE_MODE,
+    });
+    vm.write_files(Vec::new(), files).await
 }
 
 /// Runs the command, feeding its output through assembly, command processing and masking.
@@ -335,9 +341,14 @@ async fn run_command<V: Vm>(
 
 /// Downloads and applies the step's file commands (always, whatever the exit code).
 async fn process_file_commands<V: Vm>(vm: &V, step: &StepExec, sink: &mut StepSink<'_>) {
-    for (kind, path) in &step.files {
+    let paths: Vec<String> = step.files.iter().map(|(_, path)| path.clone()).collect();
+    let contents = vm.read_files(paths).await.unwrap_or_else(|err| {
+        tracing::debug!(error = %err, "file command files not readable; skipped");
+        vec![None; step.files.len()]
+    });
+    for ((kind, path), bytes) in step.files.iter().zip(contents) {
         // A file the step deleted is skipped, as the official runner does.
-        let Ok(bytes) = vm.download(path).await else {
+        let Some(bytes) = bytes else {
             tracing::debug!(file = %path, "file command file not readable; skipped");
             continue;
         };

@@ -89,6 +89,17 @@ pub struct GuestCommand {
     pub stdin: Option<Vec<u8>>,
 }
 
+/// A file to write in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    /// Absolute guest path; the parent directory must exist (or be created by the same batch).
+    pub path: String,
+    /// The contents.
+    pub contents: Vec<u8>,
+    /// Permission bits, e.g. `0o644`.
+    pub mode: u32,
+}
+
 /// A piece of a running command's output, in the order the backend read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputChunk {
@@ -147,6 +158,53 @@ pub trait Vm: Send + Sync + 'static {
 
     /// Reads a file from the guest.
     fn download(&self, guest_path: &str) -> impl Future<Output = Result<Vec<u8>, VmError>> + Send;
+
+    /// Creates `dirs` (with their parents), then writes `files`. Backends where each call is a
+    /// round trip to the guest should do it in one; the default runs `mkdir -p` and uploads the
+    /// files one by one.
+    fn write_files(
+        &self,
+        dirs: Vec<String>,
+        files: Vec<GuestFile>,
+    ) -> impl Future<Output = Result<(), VmError>> + Send {
+        async move {
+            if !dirs.is_empty() {
+                let mut argv = vec!["mkdir".to_owned(), "-p".to_owned()];
+                argv.extend(dirs);
+                let (tx, _rx) = mpsc::channel(16);
+                let mkdir = GuestCommand {
+                    argv,
+                    ..GuestCommand::default()
+                };
+                let outcome = self.exec(mkdir, tx, CancellationToken::new()).await?;
+                if outcome.exit_code != 0 {
+                    return Err(VmError::Command {
+                        program: "mkdir".into(),
+                        stderr: format!("exit code {}", outcome.exit_code),
+                    });
+                }
+            }
+            for file in files {
+                self.upload(&file.path, file.contents, file.mode).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Reads several files; `None` for one that is missing or unreadable. Backends where each
+    /// call is a round trip should do it in one; the default downloads them one by one.
+    fn read_files(
+        &self,
+        paths: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, VmError>> + Send {
+        async move {
+            let mut files = Vec::with_capacity(paths.len());
+            for path in &paths {
+                files.push(self.download(path).await.ok());
+            }
+            Ok(files)
+        }
+    }
 
     /// Stops the VM (the backend may skip a guest shutdown: nothing of the guest is kept) and
     /// removes its overlay, sockets and keys.

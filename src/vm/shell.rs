@@ -131,6 +131,107 @@ pub fn render_download(path: &str) -> Result<String, ShellError> {
     Ok(format!("exec cat {}\n", quote(path)))
 }
 
+/// Renders a snippet that creates `dirs` (with parents), creates every file of `empty` empty,
+/// writes stdin to `from_stdin` (if any) and sets each file's mode; it stops at the first
+/// failure. One round trip instead of one per directory set and file.
+pub fn render_write_batch(
+    dirs: &[&str],
+    empty: &[(&str, u32)],
+    from_stdin: Option<(&str, u32)>,
+) -> Result<String, ShellError> {
+    let mut script = String::from("set -e\n");
+    if !dirs.is_empty() {
+        script.push_str("mkdir -p");
+        for dir in dirs {
+            check_nul(|| "a guest directory".into(), dir)?;
+            script.push(' ');
+            script.push_str(&quote(dir));
+        }
+        script.push('\n');
+    }
+    let mut modes: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for (path, mode) in empty.iter().chain(from_stdin.as_ref()) {
+        check_nul(|| "a guest path".into(), path)?;
+        modes.entry(mode & 0o7777).or_default().push(quote(path));
+    }
+    for (path, _) in empty {
+        script.push_str(&format!(": >{}\n", quote(path)));
+    }
+    if let Some((path, _)) = from_stdin {
+        script.push_str(&format!("cat >{}\n", quote(path)));
+    }
+    for (mode, paths) in modes {
+        script.push_str(&format!("chmod {mode:o} {}\n", paths.join(" ")));
+    }
+    Ok(script)
+}
+
+/// Renders a snippet that prints each of `paths` framed for [`parse_read_batch`]: a header line
+/// (`-` for a missing or unreadable file, else its size), the bytes, then `sentinel` on its own
+/// line. Empty files cost no process in the guest.
+pub fn render_read_batch(paths: &[&str], sentinel: &str) -> Result<String, ShellError> {
+    let mut words = Vec::with_capacity(paths.len());
+    for path in paths {
+        check_nul(|| "a guest path".into(), path)?;
+        words.push(quote(path));
+    }
+    Ok(format!(
+        "for f in {}; do\n\
+         if [ -f \"$f\" ] && [ -r \"$f\" ]; then\n\
+         if [ -s \"$f\" ]; then wc -c <\"$f\" && cat \"$f\" || exit 1; else echo 0; fi\n\
+         else echo -; fi\n\
+         echo {}\n\
+         done\n",
+        words.join(" "),
+        quote(sentinel)
+    ))
+}
+
+/// Why the output of [`render_read_batch`] could not be split (a file changed while it was
+/// read, or the output was cut short).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the batched read of {files} files returned malformed output")]
+pub struct ReadBatchError {
+    /// How many files were asked for.
+    pub files: usize,
+}
+
+/// Splits the output of [`render_read_batch`] into the contents of `count` files (`None`:
+/// missing or unreadable).
+pub fn parse_read_batch(
+    output: &[u8],
+    count: usize,
+    sentinel: &str,
+) -> Result<Vec<Option<Vec<u8>>>, ReadBatchError> {
+    let bad = || ReadBatchError { files: count };
+    let mut rest = output;
+    let mut files = Vec::with_capacity(count);
+    let mut terminator = sentinel.as_bytes().to_vec();
+    terminator.push(b'\n');
+    for _ in 0..count {
+        let newline = rest.iter().position(|b| *b == b'\n').ok_or_else(bad)?;
+        let header = std::str::from_utf8(&rest[..newline])
+            .map_err(|_| bad())?
+            .trim();
+        rest = &rest[newline + 1..];
+        let contents = if header == "-" {
+            None
+        } else {
+            let size: usize = header.parse().map_err(|_| bad())?;
+            let bytes = rest.get(..size).ok_or_else(bad)?;
+            rest = &rest[size..];
+            Some(bytes.to_vec())
+        };
+        rest = rest.strip_prefix(terminator.as_slice()).ok_or_else(bad)?;
+        files.push(contents);
+    }
+    if rest.is_empty() {
+        Ok(files)
+    } else {
+        Err(bad())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -354,5 +455,96 @@ mod tests {
             std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
             0o640
         );
+    }
+
+    #[test]
+    fn write_batch_creates_dirs_files_and_modes_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("it's a dir");
+        let sub = base.join("sub");
+        let (a, b, s) = (sub.join("a"), sub.join("$b"), sub.join("script.sh"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(&a, b"old content").unwrap();
+        let script = render_write_batch(
+            &[
+                sub.to_str().unwrap(),
+                base.join("other/deep").to_str().unwrap(),
+            ],
+            &[(a.to_str().unwrap(), 0o644), (b.to_str().unwrap(), 0o600)],
+            Some((s.to_str().unwrap(), 0o755)),
+        )
+        .unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo 'hi'\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{script}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            b"",
+            "existing files are truncated"
+        );
+        assert_eq!(std::fs::read(&s).unwrap(), b"echo 'hi'\n");
+        assert_eq!((mode(&a), mode(&b), mode(&s)), (0o644, 0o600, 0o755));
+        assert!(base.join("other/deep").is_dir());
+        assert!(render_write_batch(&["a\0b"], &[], None).is_err());
+    }
+
+    #[test]
+    fn read_batch_round_trips_through_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full");
+        let empty = dir.path().join("empty");
+        let missing = dir.path().join("missing");
+        let tricky = dir.path().join("it's");
+        std::fs::write(&full, b"K=V\nno newline at the end").unwrap();
+        std::fs::write(&empty, b"").unwrap();
+        std::fs::write(&tricky, b"--sentinel-lookalike--\n\n").unwrap();
+        let paths = [&full, &empty, &missing, &tricky].map(|p| p.to_str().unwrap().to_owned());
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let sentinel = "--ghrunner-end-0123--";
+        let script = render_read_batch(&refs, sentinel).unwrap();
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{script}");
+        let files = parse_read_batch(&out.stdout, 4, sentinel).unwrap();
+        assert_eq!(
+            files,
+            vec![
+                Some(b"K=V\nno newline at the end".to_vec()),
+                Some(Vec::new()),
+                None,
+                Some(b"--sentinel-lookalike--\n\n".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn read_batch_output_that_does_not_frame_is_refused() {
+        let s = "--end--";
+        assert_eq!(
+            parse_read_batch(b"0\n--end--\n", 1, s),
+            Ok(vec![Some(vec![])])
+        );
+        for bad in [
+            &b""[..],
+            b"0\n",
+            b"3\nab--end--\n",
+            b"1\nabc\n--end--\n",
+            b"x\n--end--\n",
+            b"0\n--end--\nextra",
+        ] {
+            assert!(parse_read_batch(bad, 1, s).is_err(), "{bad:?} accepted");
+        }
     }
 }

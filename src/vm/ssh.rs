@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::{ClientKey, HostKey};
 use super::shell;
-use super::{ExecOutcome, GuestCommand, OutputChunk, VmError};
+use super::{ExecOutcome, GuestCommand, GuestFile, OutputChunk, VmError};
 
 /// Timeout of one TCP connect attempt.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -137,6 +137,73 @@ impl SshConnection {
         let (_, stderr) = self.collect(script, contents, "uploading").await?;
         drop(stderr);
         Ok(())
+    }
+
+    /// Creates `dirs`, writes `files`: one round trip for the directories, the empty files and
+    /// the last non-empty file (the usual step set-up: file-command files plus the script),
+    /// then one per other non-empty file.
+    pub async fn write_files(
+        &self,
+        dirs: Vec<String>,
+        files: Vec<GuestFile>,
+    ) -> Result<(), VmError> {
+        let last_full = files.iter().rposition(|f| !f.contents.is_empty());
+        let (mut empty, mut rest, mut from_stdin) = (Vec::new(), Vec::new(), None);
+        for (i, file) in files.into_iter().enumerate() {
+            if file.contents.is_empty() {
+                empty.push(file);
+            } else if Some(i) == last_full {
+                from_stdin = Some(file);
+            } else {
+                rest.push(file);
+            }
+        }
+        let dir_refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let empty_refs: Vec<(&str, u32)> =
+            empty.iter().map(|f| (f.path.as_str(), f.mode)).collect();
+        let script = shell::render_write_batch(
+            &dir_refs,
+            &empty_refs,
+            from_stdin.as_ref().map(|f| (f.path.as_str(), f.mode)),
+        )
+        .map_err(|e| VmError::Ssh {
+            name: self.inner.name.clone(),
+            step: "quoting the paths",
+            source: Box::new(e),
+        })?;
+        let stdin = from_stdin.map(|f| f.contents).unwrap_or_default();
+        self.collect(script, stdin, "writing files").await?;
+        for file in rest {
+            self.upload(&file.path, file.contents, file.mode).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads `paths` in one round trip (`None`: missing or unreadable). If the framed output
+    /// does not parse (a file changed while being read), falls back to one read per file.
+    pub async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
+        let sentinel = format!("--ghrunner-end-{}--", uuid::Uuid::new_v4().simple());
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let script = shell::render_read_batch(&refs, &sentinel).map_err(|e| VmError::Ssh {
+            name: self.inner.name.clone(),
+            step: "quoting the paths",
+            source: Box::new(e),
+        })?;
+        let batched = self
+            .collect(script, Vec::new(), "reading files")
+            .await
+            .map(|(out, _)| shell::parse_read_batch(&out, paths.len(), &sentinel));
+        match batched {
+            Ok(Ok(files)) => Ok(files),
+            other => {
+                tracing::debug!(vm = %self.inner.name, ?other, "batched read failed; reading file by file");
+                let mut files = Vec::with_capacity(paths.len());
+                for path in &paths {
+                    files.push(self.download(path).await.ok());
+                }
+                Ok(files)
+            }
+        }
     }
 
     /// Reads `guest_path`.

@@ -39,7 +39,7 @@ use self::qmp::Qmp;
 use self::reaper::{OwnerMarker, ProcessId, VMS_DIR, remove_vm_dir};
 use super::keys::{ClientKey, ConsoleEvent, HostKey, parse_console_line};
 use super::ssh::SshConnection;
-use super::{ExecOutcome, GuestCommand, Hypervisor, OutputChunk, Vm, VmError, VmSpec};
+use super::{ExecOutcome, GuestCommand, GuestFile, Hypervisor, OutputChunk, Vm, VmError, VmSpec};
 
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -543,6 +543,14 @@ impl Vm for QemuVm {
 
     async fn download(&self, guest_path: &str) -> Result<Vec<u8>, VmError> {
         self.ssh.download(guest_path).await
+    }
+
+    async fn write_files(&self, dirs: Vec<String>, files: Vec<GuestFile>) -> Result<(), VmError> {
+        self.ssh.write_files(dirs, files).await
+    }
+
+    async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
+        self.ssh.read_files(paths).await
     }
 
     async fn destroy(self) -> Result<(), VmError> {
