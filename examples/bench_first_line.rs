@@ -36,7 +36,8 @@ use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{BootTimings, Qemu, QemuConfig, QemuVm};
 use ghrunner_vm::vm::{
-    ExecOutcome, GuestCommand, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError, VmSpec,
+    ExecOutcome, GuestCommand, GuestFile, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError,
+    VmSpec,
 };
 use support::{machine, ms};
 use tokio::sync::mpsc;
@@ -114,6 +115,14 @@ impl Vm for TimedVm {
 
     async fn download(&self, path: &str) -> Result<Vec<u8>, VmError> {
         self.vm.download(path).await
+    }
+
+    async fn write_files(&self, dirs: Vec<String>, files: Vec<GuestFile>) -> Result<(), VmError> {
+        self.vm.write_files(dirs, files).await
+    }
+
+    async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
+        self.vm.read_files(paths).await
     }
 
     async fn destroy(self) -> Result<(), VmError> {
