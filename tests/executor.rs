@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ghrunner_vm::job::budget::VmBudget;
 use ghrunner_vm::job::events::JobEvent;
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
-use ghrunner_vm::job::lifecycle::{ChannelError, JobChannel, JobControl, JobOutcome, run_job};
+use ghrunner_vm::job::lifecycle::{
+    ChannelError, JobChannel, JobControl, JobExecutor as _, JobOutcome, run_job,
+};
 use ghrunner_vm::listener::backoff::Timings;
 use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
@@ -461,4 +464,102 @@ async fn a_failing_job_started_hook_fails_the_job_before_any_vm() {
     let log = job_lines(&reports.take()).join("\n");
     assert!(log.contains("the job_started hook failed"), "{log}");
     assert_eq!(hypervisor.counters.launches.load(Ordering::SeqCst), 0);
+}
+
+async fn until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_prepared_while_the_job_is_acquired_runs_that_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = write_image(dir.path());
+    let hypervisor = TrackingHypervisor::default();
+    let reports = CollectingReports::default();
+    let executor = VmJobExecutor::new(
+        Arc::new(hypervisor.clone()),
+        reports.clone(),
+        config(&[("tiny", image)], &["self-hosted", "tiny"]),
+    );
+    let c = Arc::clone(&hypervisor.counters);
+    let job = message(hello_steps());
+    executor.prepare(job["jobId"].as_str().unwrap());
+    until("the prepared VM to boot", || {
+        c.live.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let (result, outcome) = run(&executor, job, CancellationToken::new()).await;
+    assert_eq!(result, TaskResult::Succeeded);
+    assert_eq!(outcome.outputs["answer"].value, "42");
+    assert_eq!(
+        c.launches.load(Ordering::SeqCst),
+        1,
+        "the prepared VM was used"
+    );
+    assert_eq!(c.destroyed.load(Ordering::SeqCst), 1);
+    assert_eq!(c.live.load(Ordering::SeqCst), 0);
+    let setup = job_lines(&reports.take()).join("\n");
+    assert!(
+        setup.contains("started while the job was being acquired"),
+        "{setup}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_vm_for_a_job_that_does_not_come_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = write_image(dir.path());
+    let hypervisor = TrackingHypervisor::default();
+    let budget = VmBudget::new(1, 1024);
+    let executor = VmJobExecutor::new(
+        Arc::new(hypervisor.clone()),
+        CollectingReports::default(),
+        config(&[("tiny", image)], &["self-hosted", "tiny"]),
+    )
+    .with_budget(budget.clone());
+    let c = Arc::clone(&hypervisor.counters);
+
+    // Acquiring failed: the listener discards what it prepared.
+    executor.prepare(&Uuid::new_v4().to_string());
+    until("the prepared VM to boot", || {
+        c.live.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    executor.discard_prepared();
+    until("the discarded VM to die", || {
+        c.live.load(Ordering::SeqCst) == 0
+    })
+    .await;
+
+    // A VM prepared for one job is not used for another; its budget is given back.
+    executor.prepare(&Uuid::new_v4().to_string());
+    until("the prepared VM to boot", || {
+        c.live.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let (result, _) = run(&executor, message(hello_steps()), CancellationToken::new()).await;
+    assert_eq!(
+        result,
+        TaskResult::Succeeded,
+        "the budget of one VM was released"
+    );
+    assert_eq!(c.launches.load(Ordering::SeqCst), 3);
+    assert_eq!(c.live.load(Ordering::SeqCst), 0, "no VM left");
+
+    // A prepared launch never exceeds the budget: with it used up, prepare does nothing.
+    let held = budget
+        .try_acquire(1, 256)
+        .expect("the budget is free again");
+    executor.prepare(&Uuid::new_v4().to_string());
+    executor.prepare("not-a-uuid");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(c.launches.load(Ordering::SeqCst), 3, "nothing prepared");
+    drop(held);
 }

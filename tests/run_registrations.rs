@@ -183,3 +183,61 @@ async fn one_run_process_serves_every_registration_in_parallel_within_the_vm_bud
     assert_eq!(status.code(), Some(0));
     assert!(proto.sessions().is_empty(), "every session deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_broker_path_the_vm_boots_while_the_job_is_acquired() {
+    let svc = cli::service(true).await;
+    let root = tempfile::tempdir().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    let spec = fake_image(image.path());
+    cli::register(
+        root.path(),
+        &svc.repo_url("octo-org", "hello"),
+        "broker",
+        &["--image", &spec],
+    )
+    .await
+    .expect("register (runner-admin flow)");
+    let agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_ghrunner-vm"))
+        .arg("--dir")
+        .arg(root.path())
+        .args(["run", "--once"])
+        .env("GHRUNNER_VM_TEST_HYPERVISOR", "null")
+        .env("GHRUNNER_VM_LOG", "ghrunner_vm=debug")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let proto = protocol_state(&svc.state());
+    eventually("the broker session", Duration::from_secs(30), || {
+        (proto.sessions().len() == 1).then_some(())
+    })
+    .await;
+    let job = svc
+        .queue_workflow_job_on_broker(&WorkflowJob {
+            yaml: WORKFLOW,
+            file_name: ".github/workflows/fleet.yml",
+            job: None,
+            workflow_name: "fleet",
+            secrets: &[],
+        })
+        .expect("the workflow compiles")
+        .job_id;
+    let output = tokio::time::timeout(Duration::from_secs(60), agent.wait_with_output())
+        .await
+        .expect("`run --once` ends after the job")
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let record = proto.job(&job).expect("job record");
+    assert!(record.acquired, "acquired through the run service");
+    assert_eq!(
+        record.completion.expect("completed")["conclusion"],
+        "succeeded"
+    );
+    let prepared = log
+        .find("booting the VM while the job is acquired")
+        .unwrap_or_else(|| panic!("the VM was not prepared during acquire:\n{log}"));
+    let booted = log.find("VM booted").expect("the job ran");
+    assert!(prepared < booted, "{log}");
+}

@@ -115,6 +115,22 @@ impl JobExecutor for RunExecutor {
             RunExecutor::Null(null) => null.execute(message, cancel).await,
         }
     }
+
+    fn prepare(&self, job_id: &str) {
+        match self {
+            RunExecutor::Sleep(_) => {}
+            RunExecutor::Vm(vm) => vm.prepare(job_id),
+            RunExecutor::Null(null) => null.prepare(job_id),
+        }
+    }
+
+    fn discard_prepared(&self) {
+        match self {
+            RunExecutor::Sleep(_) => {}
+            RunExecutor::Vm(vm) => vm.discard_prepared(),
+            RunExecutor::Null(null) => null.discard_prepared(),
+        }
+    }
 }
 
 /// Builds what the executors of `run` come from, for the runner directory `dir`.

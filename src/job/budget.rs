@@ -126,6 +126,22 @@ impl VmBudget {
         (self.max_cpus, self.max_memory_mib)
     }
 
+    /// Takes `cpus` and `memory_mib` if they are free right now (and within the limits).
+    pub fn try_acquire(&self, cpus: u32, memory_mib: u64) -> Option<BudgetGrant> {
+        if cpus > self.max_cpus || memory_mib > self.max_memory_mib {
+            return None;
+        }
+        let memory_permits = u32::try_from(memory_mib).ok()?;
+        let cpus = Arc::clone(&self.cpus).try_acquire_many_owned(cpus).ok()?;
+        let memory = Arc::clone(&self.memory)
+            .try_acquire_many_owned(memory_permits)
+            .ok()?;
+        Some(BudgetGrant {
+            _cpus: cpus,
+            _memory: memory,
+        })
+    }
+
     /// Waits until `cpus` and `memory_mib` are free and takes them. Cancel by dropping the
     /// future (nothing is held then).
     pub async fn acquire(&self, cpus: u32, memory_mib: u64) -> Result<BudgetGrant, BudgetError> {
@@ -181,6 +197,18 @@ mod tests {
         let err = budget.acquire(8, 1024).await.unwrap_err();
         assert!(err.to_string().contains("limits.max_vm_cpus"), "{err}");
         assert!(budget.acquire(2, 8192).await.is_err());
+    }
+
+    #[test]
+    fn try_acquire_takes_only_what_is_free_now() {
+        let budget = VmBudget::new(2, 1024);
+        assert!(budget.try_acquire(4, 512).is_none(), "over the limit");
+        let first = budget.try_acquire(2, 512).expect("free");
+        assert!(budget.try_acquire(1, 256).is_none(), "CPUs used up");
+        drop(first);
+        let second = budget.try_acquire(1, 1024).expect("released on drop");
+        assert!(budget.try_acquire(1, 1).is_none(), "memory used up");
+        drop(second);
     }
 
     #[tokio::test]

@@ -15,6 +15,12 @@
 //! the executor itself stays healthy for the next job. The VM is destroyed on every path: the
 //! normal one explicitly, cancellation and panics through `Vm`'s `Drop` as the backstop.
 //! Only a message that does not parse or a reporter that cannot start are [`ExecutorError`]s.
+//!
+//! On the broker path the listener calls [`JobExecutor::prepare`] when a job is offered: the
+//! image is known from the registration, so the VM starts booting (if the budget has room right
+//! now) while `acquirejob` runs, and `execute` picks it up instead of launching. A job that is
+//! not acquired gets [`JobExecutor::discard_prepared`]; a prepared VM for another job id is
+//! killed when the next job starts.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -29,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::image::{Image, ImageError};
-use crate::job::budget::{BudgetError, VmBudget};
+use crate::job::budget::{BudgetError, BudgetGrant, VmBudget};
 use crate::job::events::JobEvent;
 use crate::job::hooks::{HOOK_TIMEOUT, HookError, HookFacts, HookKind, Hooks, run_hook};
 use crate::job::lifecycle::{BoxError, ExecutorError, JobExecutor, JobOutcome};
@@ -218,6 +224,37 @@ enum SetUpError {
     Hook(#[source] HookError),
 }
 
+/// A VM launched for a job that is still being acquired ([`JobExecutor::prepare`]).
+struct Prelaunch<V> {
+    /// The job it is for (`job-<id>` is the VM's name).
+    job_id: uuid::Uuid,
+    grant: Option<BudgetGrant>,
+    started: Instant,
+    launch: LaunchTask<V>,
+}
+
+/// A launch running on its own task. Dropping it aborts the launch (which kills anything it
+/// started) or, once finished, drops the VM (which kills it).
+struct LaunchTask<V>(tokio::task::JoinHandle<Result<V, VmError>>);
+
+impl<V> Drop for LaunchTask<V> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<V> LaunchTask<V> {
+    async fn join(mut self) -> Result<V, VmError> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(err) => Err(VmError::Command {
+                program: "the VM launch task".into(),
+                stderr: err.to_string(),
+            }),
+        }
+    }
+}
+
 /// Runs jobs in fresh VMs of `H`.
 pub struct VmJobExecutor<H: Hypervisor, R: ReportFactory> {
     hypervisor: Arc<H>,
@@ -225,6 +262,7 @@ pub struct VmJobExecutor<H: Hypervisor, R: ReportFactory> {
     config: ExecutorConfig,
     budget: Option<VmBudget>,
     metrics: Option<Arc<Metrics>>,
+    prelaunch: std::sync::Mutex<Option<Prelaunch<H::Vm>>>,
 }
 
 impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
@@ -236,7 +274,27 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
             config,
             budget: None,
             metrics: None,
+            prelaunch: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Takes the VM prepared for `job_id`, if any; a VM prepared for another job is dropped
+    /// (killed).
+    fn take_prepared(&self, job_id: uuid::Uuid) -> Option<Prelaunch<H::Vm>> {
+        let taken = self.prelaunch_slot().take()?;
+        if taken.job_id == job_id {
+            Some(taken)
+        } else {
+            tracing::info!(prepared = %taken.job_id, job = %job_id, "discarding a VM prepared for another job");
+            None
+        }
+    }
+
+    fn prelaunch_slot(&self) -> std::sync::MutexGuard<'_, Option<Prelaunch<H::Vm>>> {
+        // The slot holds plain data; a panic elsewhere cannot leave it inconsistent.
+        self.prelaunch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Shares the host's VM budget with other executors.
@@ -290,27 +348,40 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
             image.manifest.arch
         ))
         .await;
-        let spec = self.spec(message, image.clone());
-        let grant = match &self.budget {
-            None => None,
-            Some(budget) => {
-                let wanted = budget.acquire(spec.cpus, u64::from(spec.memory_mib));
-                tokio::select! {
-                    grant = wanted => match grant {
-                        Ok(grant) => Some(grant),
-                        Err(err) => return fail_job(events, SetUpError::Budget(err)).await,
-                    },
-                    () = cancel.cancelled() => return cancelled_job(events, "waiting for VM capacity").await,
+        let prepared = self.take_prepared(message.job_id);
+        let (grant, started, mut launch): (_, _, BoxFuture<'_, Result<H::Vm, VmError>>) =
+            match prepared {
+                Some(p) => {
+                    log("Booting the VM started while the job was being acquired".to_owned()).await;
+                    (p.grant, p.started, Box::pin(p.launch.join()))
                 }
-            }
-        };
-        log(format!(
-            "Booting a VM with {} CPUs and {} MiB of memory",
-            spec.cpus, spec.memory_mib
-        ))
-        .await;
-        let started = Instant::now();
-        let mut launch = std::pin::pin!(self.hypervisor.launch(spec));
+                None => {
+                    let spec = self.spec(message.job_id, image.clone());
+                    let grant = match &self.budget {
+                        None => None,
+                        Some(budget) => {
+                            let wanted = budget.acquire(spec.cpus, u64::from(spec.memory_mib));
+                            tokio::select! {
+                                grant = wanted => match grant {
+                                    Ok(grant) => Some(grant),
+                                    Err(err) => return fail_job(events, SetUpError::Budget(err)).await,
+                                },
+                                () = cancel.cancelled() => return cancelled_job(events, "waiting for VM capacity").await,
+                            }
+                        }
+                    };
+                    log(format!(
+                        "Booting a VM with {} CPUs and {} MiB of memory",
+                        spec.cpus, spec.memory_mib
+                    ))
+                    .await;
+                    (
+                        grant,
+                        Instant::now(),
+                        Box::pin(self.hypervisor.launch(spec)),
+                    )
+                }
+            };
         // Poll the launch once so the VM starts booting, then plan while it boots.
         let early = futures::poll!(launch.as_mut());
         let plan = match JobPlan::new(message, &runner_facts(&self.config.runner_name, &image)) {
@@ -371,9 +442,9 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
         Ok((label.to_owned(), image))
     }
 
-    fn spec(&self, message: &AgentJobRequestMessage, image: Image) -> VmSpec {
+    fn spec(&self, job_id: uuid::Uuid, image: Image) -> VmSpec {
         let vm = &self.config.vm;
-        let name = format!("job-{}", message.job_id);
+        let name = format!("job-{job_id}");
         VmSpec {
             console_log: self
                 .config
@@ -392,6 +463,40 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
 }
 
 impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
+    /// Boots the job's VM while the job is acquired, if its image is usable and the budget has
+    /// room right now (otherwise `execute` does everything, reporting any problem in the job log).
+    fn prepare(&self, job_id: &str) {
+        let Ok(job_id) = job_id.parse::<uuid::Uuid>() else {
+            return;
+        };
+        let Ok((_, image)) = self.image() else {
+            return;
+        };
+        let spec = self.spec(job_id, image);
+        let grant = match &self.budget {
+            None => None,
+            Some(budget) => match budget.try_acquire(spec.cpus, u64::from(spec.memory_mib)) {
+                Some(grant) => Some(grant),
+                None => return,
+            },
+        };
+        let hypervisor = Arc::clone(&self.hypervisor);
+        let launch = LaunchTask(tokio::spawn(async move { hypervisor.launch(spec).await }));
+        tracing::debug!(job = %job_id, "booting the VM while the job is acquired");
+        *self.prelaunch_slot() = Some(Prelaunch {
+            job_id,
+            grant,
+            started: Instant::now(),
+            launch,
+        });
+    }
+
+    fn discard_prepared(&self) {
+        if let Some(p) = self.prelaunch_slot().take() {
+            tracing::info!(job = %p.job_id, "the job was not acquired; discarding its VM");
+        }
+    }
+
     async fn execute(
         &self,
         message: serde_json::Value,

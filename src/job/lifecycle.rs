@@ -79,6 +79,16 @@ pub trait JobExecutor: Send + Sync + 'static {
         message: serde_json::Value,
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<JobOutcome, ExecutorError>> + Send;
+
+    /// The job `job_id` was offered to this runner and is being acquired: the executor may
+    /// start getting ready (boot its VM) before the message arrives. Default: nothing.
+    fn prepare(&self, job_id: &str) {
+        let _ = job_id;
+    }
+
+    /// The prepared job will not come (acquiring it failed): release what
+    /// [`JobExecutor::prepare`] started. Default: nothing.
+    fn discard_prepared(&self) {}
 }
 
 /// A failed protocol call of the job lifecycle, classified for the retry loops.

@@ -507,8 +507,11 @@ impl<E: JobExecutor> Listener<E> {
                 }
             }
         }
+        // The image is known from the registration: boot the VM while the job is acquired.
+        self.executor.prepare(&job.id);
         let Some(message) = jobs::acquire(&self.http, &self.tokens, job, throttle, timings).await
         else {
+            self.executor.discard_prepared();
             return;
         };
         match JobRef::from_message(&message) {
@@ -520,7 +523,10 @@ impl<E: JobExecutor> Listener<E> {
                     RunServiceChannel::new(self.http.clone(), job_ref.clone(), timings.clone());
                 *running = Some(self.spawn_job(channel, job_ref, message));
             }
-            Err(err) => tracing::error!(error = %err, "acquired job message unusable, skipped"),
+            Err(err) => {
+                tracing::error!(error = %err, "acquired job message unusable, skipped");
+                self.executor.discard_prepared();
+            }
         }
     }
 

@@ -200,10 +200,27 @@ impl LocalService {
     }
 
     /// Compiles a workflow job for this service (see [`workflow::compile_workflow_job`]) and
-    /// queues it on the legacy path.
+    /// queues it on the legacy path (a `PipelineAgentJobRequest` message).
     pub fn queue_workflow_job(
         &self,
         workflow: &WorkflowJob<'_>,
+    ) -> Result<QueuedJob, workflow::WorkflowError> {
+        self.queue(workflow, false)
+    }
+
+    /// Like [`LocalService::queue_workflow_job`], on the broker path: a `RunnerJobRequest`
+    /// reference whose message the runner acquires from the run service.
+    pub fn queue_workflow_job_on_broker(
+        &self,
+        workflow: &WorkflowJob<'_>,
+    ) -> Result<QueuedJob, workflow::WorkflowError> {
+        self.queue(workflow, true)
+    }
+
+    fn queue(
+        &self,
+        workflow: &WorkflowJob<'_>,
+        broker: bool,
     ) -> Result<QueuedJob, workflow::WorkflowError> {
         let proto = protocol::protocol_state(&self.shared);
         let compiled = workflow::compile_workflow_job(
@@ -214,8 +231,13 @@ impl LocalService {
         )?;
         let message = serde_json::to_value(&compiled.message)
             .map_err(|e| workflow::WorkflowError::in_file(workflow.file_name, e.to_string()))?;
+        let job_id = if broker {
+            proto.enqueue_broker_job(message)
+        } else {
+            proto.enqueue_legacy_job(message)
+        };
         Ok(QueuedJob {
-            job_id: proto.enqueue_legacy_job(message),
+            job_id,
             job: compiled.job,
             runs_on: compiled.runs_on,
         })
