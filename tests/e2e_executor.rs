@@ -15,44 +15,30 @@ use std::time::Duration;
 use ghrunner_vm::job::events::JobEvent;
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
 use ghrunner_vm::job::lifecycle::JobExecutor;
-use ghrunner_vm::localsvc::workflow::{CompileRequest, JobIds, compile_job};
+use ghrunner_vm::localsvc::WorkflowJob;
+use ghrunner_vm::localsvc::workflow::compile_workflow_job;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::vm::NetworkPolicy;
 use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{Qemu, QemuConfig};
 use reports::CollectingReports;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "e2e-Demo-Secret-4711";
 const HELLO: &str = include_str!("../examples/hello.yml");
 
 fn message() -> serde_json::Value {
-    let github = json!({
-        "repository": "octo-org/hello", "repository_owner": "octo-org", "run_id": "1",
-        "run_number": "1", "sha": "0000000000000000000000000000000000000001",
-        "ref": "refs/heads/main", "event_name": "push", "workflow": "hello",
-        "event": {"ref": "refs/heads/main"}
-    });
     let secrets = vec![("DEMO_TOKEN".to_owned(), SECRET.to_owned())];
-    let compiled = compile_job(&CompileRequest {
+    let workflow = WorkflowJob {
         yaml: HELLO,
         file_name: ".github/workflows/hello.yml",
-        job: "hello",
-        github: &github,
+        job: Some("hello"),
+        workflow_name: "hello",
         secrets: &secrets,
-        vars: &[],
-        github_token: "ghs_LOCALFAKE_TOKEN",
-        service_url: "http://127.0.0.1:1/",
-        access_token: "eyJhbGciOiJub25lIn0.eyJsb2NhbCI6dHJ1ZX0.",
-        ids: JobIds {
-            plan_id: uuid::Uuid::new_v4(),
-            timeline_id: uuid::Uuid::new_v4(),
-            job_id: uuid::Uuid::new_v4(),
-            request_id: 1,
-        },
-    })
-    .expect("the demo workflow compiles");
+    };
+    // Reports go to a collector: the service URLs are never contacted.
+    let compiled = compile_workflow_job(&workflow, "http://127.0.0.1:1", "http://127.0.0.1:1/", 1)
+        .expect("the demo workflow compiles");
     serde_json::to_value(&compiled.message).expect("serialises")
 }
 

@@ -6,6 +6,8 @@
 mod local_vm;
 #[path = "support/reports.rs"]
 mod reports;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +33,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use wait::eventually;
 
 const SECRET: &str = "demo-Secret-value-123";
 const WORK: &str = "/guest/work";
@@ -466,16 +469,6 @@ async fn a_failing_job_started_hook_fails_the_job_before_any_vm() {
     assert_eq!(hypervisor.counters.launches.load(Ordering::SeqCst), 0);
 }
 
-async fn until(what: &str, check: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_prepared_while_the_job_is_acquired_runs_that_job() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,8 +483,8 @@ async fn a_vm_prepared_while_the_job_is_acquired_runs_that_job() {
     let c = Arc::clone(&hypervisor.counters);
     let job = message(hello_steps());
     executor.prepare(job["jobId"].as_str().unwrap());
-    until("the prepared VM to boot", || {
-        c.live.load(Ordering::SeqCst) == 1
+    eventually("the prepared VM to boot", Duration::from_secs(5), || {
+        (c.live.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
 
@@ -528,20 +521,20 @@ async fn a_prepared_vm_for_a_job_that_does_not_come_is_killed() {
 
     // Acquiring failed: the listener discards what it prepared.
     executor.prepare(&Uuid::new_v4().to_string());
-    until("the prepared VM to boot", || {
-        c.live.load(Ordering::SeqCst) == 1
+    eventually("the prepared VM to boot", Duration::from_secs(5), || {
+        (c.live.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
     executor.discard_prepared();
-    until("the discarded VM to die", || {
-        c.live.load(Ordering::SeqCst) == 0
+    eventually("the discarded VM to die", Duration::from_secs(5), || {
+        (c.live.load(Ordering::SeqCst) == 0).then_some(())
     })
     .await;
 
     // A VM prepared for one job is not used for another; its budget is given back.
     executor.prepare(&Uuid::new_v4().to_string());
-    until("the prepared VM to boot", || {
-        c.live.load(Ordering::SeqCst) == 1
+    eventually("the prepared VM to boot", Duration::from_secs(5), || {
+        (c.live.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
     let (result, _) = run(&executor, message(hello_steps()), CancellationToken::new()).await;

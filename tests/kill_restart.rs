@@ -10,6 +10,8 @@ mod cli;
 mod disk;
 #[path = "support/image.rs"]
 mod image_support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,6 +22,7 @@ use ghrunner_vm::localsvc::protocol::{ProtocolState, protocol_state};
 use ghrunner_vm::localsvc::reporting::store;
 use ghrunner_vm::localsvc::{LocalService, WorkflowJob};
 use tokio::process::{Child, Command};
+use wait::eventually;
 
 const LONG_JOB: &str = r#"
 on: push
@@ -103,20 +106,6 @@ fn overlays(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn step_log_contains(svc: &LocalService, job: &str, text: &str) -> bool {
     let store = store(&svc.state());
     store
@@ -160,7 +149,7 @@ async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_servin
     // 1. A long job runs in a VM; the agent dies with SIGKILL.
     let mut first = agent(root.path());
     let long = queue(&svc, LONG_JOB);
-    eventually("the long job's step to print", || {
+    eventually("the long job's step to print", LIMIT, || {
         step_log_contains(&svc, &long, "long-job-started").then_some(())
     })
     .await;
@@ -180,7 +169,7 @@ async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_servin
 
     // 2. The restarted agent reaps the orphan before it serves, and reconnects.
     let mut second = agent(root.path());
-    eventually("the orphaned VM to be reaped", || {
+    eventually("the orphaned VM to be reaped", LIMIT, || {
         (qemu_pids(root.path()).is_empty() && overlays(&vms).is_empty()).then_some(())
     })
     .await;
@@ -188,14 +177,14 @@ async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_servin
         !orphan_overlays[0].exists() && !orphan_overlays[0].parent().unwrap().exists(),
         "the orphan's directory is removed"
     );
-    eventually("one session again", || {
+    eventually("one session again", LIMIT, || {
         (session_count(&proto) == 1).then_some(())
     })
     .await;
 
     // 3. The next job runs to success in a fresh VM.
     let next = queue(&svc, NEXT_JOB);
-    let completion = eventually("the next job to complete", || {
+    let completion = eventually("the next job to complete", LIMIT, || {
         proto.job(&next).and_then(|r| r.completion)
     })
     .await;

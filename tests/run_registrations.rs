@@ -7,6 +7,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -18,6 +20,7 @@ use ghrunner_vm::localsvc::protocol::protocol_state;
 use ghrunner_vm::localsvc::reporting::store;
 use ghrunner_vm::localsvc::{LocalService, WorkflowJob};
 use serde_json::{Value, json};
+use wait::eventually;
 
 const WORKFLOW: &str = r#"
 name: fleet
@@ -39,21 +42,6 @@ fn fake_image(dir: &Path) -> String {
     });
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
     format!("tiny={}", dir.display())
-}
-
-/// Waits up to `limit` for `check` to give a value.
-async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn time(record: &Value, field: &str) -> Option<DateTime<Utc>> {

@@ -24,7 +24,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::run_vm::{QemuExecutor, host_runtime, qemu_backend, serve_metrics};
+use super::run_vm::{QemuExecutor, host_runtime, load_settings, qemu_backend, serve_metrics};
 use crate::client::http::{HttpClient, RetryPolicy, runner_arch};
 use crate::client::session::RunnerIdentity;
 use crate::client::{RUNNER_VERSION, TokenProvider};
@@ -147,11 +147,12 @@ pub fn build_executor(dir: &std::path::Path) -> anyhow::Result<ExecutorSource> {
             "{TEST_HYPERVISOR_ENV} is set: jobs run on the null hypervisor, none of their \
              commands is executed (test hook)"
         );
-        let runtime = host_runtime(dir, null)?;
+        let runtime = host_runtime(dir, load_settings(dir)?, null)?;
         return Ok(ExecutorSource::Null(Box::new(runtime)));
     }
-    let qemu = qemu_backend(dir)?;
-    host_runtime(dir, qemu).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
+    let settings = load_settings(dir)?;
+    let qemu = qemu_backend(dir, &settings)?;
+    host_runtime(dir, settings, qemu).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
 }
 
 /// A fake executor for tests: waits, or stops early when cancelled.

@@ -22,9 +22,8 @@ use crate::vm::qemu::{Qemu, QemuConfig};
 /// The executor of one registration.
 pub type QemuExecutor = VmJobExecutor<Qemu, ServiceReports>;
 
-/// The QEMU backend of `dir` (accelerator from `config.yaml`, `GHRUNNER_VM_ACCEL` overrides).
-pub fn qemu_backend(dir: &Path) -> anyhow::Result<Qemu> {
-    let settings = load_settings(dir)?;
+/// The QEMU backend of `dir` (accelerator from its `settings`, `GHRUNNER_VM_ACCEL` overrides).
+pub fn qemu_backend(dir: &Path, settings: &Settings) -> anyhow::Result<Qemu> {
     let mut config = QemuConfig::new(dir);
     config.accel = match settings.vm.accel {
         Accel::Auto => AccelMode::Auto,
@@ -34,14 +33,18 @@ pub fn qemu_backend(dir: &Path) -> anyhow::Result<Qemu> {
     Qemu::new(config).context("cannot set up the QEMU backend")
 }
 
-fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
+/// The settings of `dir` (`config.yaml`).
+pub fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
     Settings::load(dir).with_context(|| format!("cannot load the settings of {}", dir.display()))
 }
 
-/// Loads the settings of `dir`, reaps the VMs a previous agent left behind and builds the
-/// runtime every registration shares on `hypervisor`.
-pub fn host_runtime<H: Hypervisor>(dir: &Path, hypervisor: H) -> anyhow::Result<HostRuntime<H>> {
-    let settings = load_settings(dir)?;
+/// Reaps the VMs a previous agent left in `dir` and builds the runtime every registration
+/// shares on `hypervisor`.
+pub fn host_runtime<H: Hypervisor>(
+    dir: &Path,
+    settings: Settings,
+    hypervisor: H,
+) -> anyhow::Result<HostRuntime<H>> {
     let reaped = reap_orphans(dir).context("cannot reap VMs left by a previous agent")?;
     for name in &reaped {
         tracing::warn!(vm = %name, "reaped a VM left by a previous agent");

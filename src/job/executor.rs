@@ -255,6 +255,13 @@ impl<V> LaunchTask<V> {
     }
 }
 
+/// A VM being launched: its budget grant, when the launch began, and the launch itself.
+type Launching<'a, V> = (
+    Option<BudgetGrant>,
+    Instant,
+    BoxFuture<'a, Result<V, VmError>>,
+);
+
 /// Runs jobs in fresh VMs of `H`.
 pub struct VmJobExecutor<H: Hypervisor, R: ReportFactory> {
     hypervisor: Arc<H>,
@@ -348,40 +355,20 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
             image.manifest.arch
         ))
         .await;
-        let prepared = self.take_prepared(message.job_id);
-        let (grant, started, mut launch): (_, _, BoxFuture<'_, Result<H::Vm, VmError>>) =
-            match prepared {
-                Some(p) => {
-                    log("Booting the VM started while the job was being acquired".to_owned()).await;
-                    (p.grant, p.started, Box::pin(p.launch.join()))
-                }
-                None => {
-                    let spec = self.spec(message.job_id, image.clone());
-                    let grant = match &self.budget {
-                        None => None,
-                        Some(budget) => {
-                            let wanted = budget.acquire(spec.cpus, u64::from(spec.memory_mib));
-                            tokio::select! {
-                                grant = wanted => match grant {
-                                    Ok(grant) => Some(grant),
-                                    Err(err) => return fail_job(events, SetUpError::Budget(err)).await,
-                                },
-                                () = cancel.cancelled() => return cancelled_job(events, "waiting for VM capacity").await,
-                            }
-                        }
-                    };
-                    log(format!(
-                        "Booting a VM with {} CPUs and {} MiB of memory",
-                        spec.cpus, spec.memory_mib
-                    ))
-                    .await;
-                    (
-                        grant,
-                        Instant::now(),
-                        Box::pin(self.hypervisor.launch(spec)),
-                    )
-                }
-            };
+        let (grant, started, mut launch) = match self.take_prepared(message.job_id) {
+            Some(p) => {
+                log("Booting the VM started while the job was being acquired".to_owned()).await;
+                let launch: BoxFuture<'_, _> = Box::pin(p.launch.join());
+                (p.grant, p.started, launch)
+            }
+            None => match self
+                .launch_now(message.job_id, &image, events, cancel)
+                .await
+            {
+                Ok(launching) => launching,
+                Err(ended) => return ended,
+            },
+        };
         // Poll the launch once so the VM starts booting, then plan while it boots.
         let early = futures::poll!(launch.as_mut());
         let plan = match JobPlan::new(message, &runner_facts(&self.config.runner_name, &image)) {
@@ -429,6 +416,48 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
         }
         drop(grant);
         outcome
+    }
+
+    /// Waits for budget, then starts launching the job's VM; `Err` is the ended job (the
+    /// request exceeds the budget, or the job was cancelled while waiting).
+    async fn launch_now(
+        &self,
+        job_id: uuid::Uuid,
+        image: &Image,
+        events: &mpsc::Sender<JobEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<Launching<'_, H::Vm>, runtime::JobOutcome> {
+        let spec = self.spec(job_id, image.clone());
+        let grant = match &self.budget {
+            None => None,
+            Some(budget) => {
+                let wanted = budget.acquire(spec.cpus, u64::from(spec.memory_mib));
+                tokio::select! {
+                    grant = wanted => match grant {
+                        Ok(grant) => Some(grant),
+                        Err(err) => return Err(fail_job(events, SetUpError::Budget(err)).await),
+                    },
+                    () = cancel.cancelled() => {
+                        return Err(cancelled_job(events, "waiting for VM capacity").await)
+                    }
+                }
+            }
+        };
+        let line = format!(
+            "Booting a VM with {} CPUs and {} MiB of memory",
+            spec.cpus, spec.memory_mib
+        );
+        let _ = events
+            .send(JobEvent::Log {
+                step_id: None,
+                line,
+            })
+            .await;
+        Ok((
+            grant,
+            Instant::now(),
+            Box::pin(self.hypervisor.launch(spec)),
+        ))
     }
 
     /// The chosen image, loaded.
