@@ -7,23 +7,21 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ghrunner_vm::client::TokenProvider;
-use ghrunner_vm::client::http::{HttpClient, RetryPolicy};
-use ghrunner_vm::client::session::RunnerIdentity;
-use ghrunner_vm::config::{CredentialData, Credentials};
+#[path = "support/listener.rs"]
+mod listener_support;
+
 use ghrunner_vm::crypto::rsa::RunnerKey;
 use ghrunner_vm::exit::ExitStatus;
 use ghrunner_vm::job::lifecycle::{ExecutorError, JobExecutor, JobOutcome};
-use ghrunner_vm::listener::backoff::Timings;
-use ghrunner_vm::listener::{Listener, ListenerConfig, ListenerError};
+use ghrunner_vm::listener::ListenerError;
 use ghrunner_vm::localsvc::protocol::{
     JobRecord, ProtocolEvent, ProtocolState, Tamper, protocol_state,
 };
-use ghrunner_vm::localsvc::state::AgentRecord;
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
 use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::lifecycle::VariableValue;
+use listener_support::{VERSION, listen, seed, seed_agent};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -80,87 +78,27 @@ struct Runner {
 }
 
 /// Seeds a runner on a fresh service and starts a listener for it.
-async fn start(
+async fn start<E: JobExecutor>(
     broker: bool,
-    executor: Arc<FakeExecutor>,
+    executor: Arc<E>,
     prepare: impl FnOnce(&LocalService, u64),
 ) -> Runner {
     let svc = LocalService::start(LocalServiceConfig::default())
         .await
         .unwrap();
-    let key = RunnerKey::generate().unwrap();
-    let (agent_id, creds) = seed_agent(&svc, &key);
-    prepare(&svc, agent_id);
     let proto = protocol_state(&svc.state());
-    let dir = tempfile::tempdir().unwrap();
-    let http = HttpClient::with_retry(RetryPolicy::NONE).unwrap();
-    let tokens = Arc::new(TokenProvider::new(http.clone(), &creds, key.clone()).unwrap());
-    let cfg = ListenerConfig {
-        identity: RunnerIdentity {
-            agent_id,
-            agent_name: format!("seeded-{agent_id}"),
-            pool_id: 1,
-            version: "2.330.0".into(),
-            os: "Linux".into(),
-            architecture: "X64".into(),
-            owner_name: "test (PID: 1)".into(),
-        },
-        server_url: svc.tenant_url(),
-        broker_url: broker.then(|| proto.broker_url()),
-        once: false,
-        state_dir: dir.path().to_owned(),
-        timings: Timings::fast(),
-        shutdown_grace: Duration::from_millis(500),
-        cancel_kill_after: Duration::from_secs(5),
-    };
-    let metrics = Arc::new(Metrics::default());
-    let listener =
-        Listener::new(cfg, http, tokens, key, executor).with_metrics(Arc::clone(&metrics));
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move { listener.run(token).await });
+    let seeded = seed(&svc);
+    prepare(&svc, seeded.agent_id);
+    let attached = listen(&svc, seeded, broker, executor);
     Runner {
+        agent_id: attached.agent_id,
         svc,
         proto,
-        agent_id,
-        shutdown,
-        task,
-        metrics,
-        _dir: dir,
+        shutdown: attached.shutdown,
+        task: attached.task,
+        metrics: attached.metrics,
+        _dir: attached.dir,
     }
-}
-
-fn seed_agent(svc: &LocalService, key: &RunnerKey) -> (u64, Credentials) {
-    let shared = svc.state();
-    let mut state = shared.lock();
-    let id = state.allocate_id();
-    let client_id = uuid::Uuid::new_v4().to_string();
-    state.agents.insert(
-        id,
-        AgentRecord {
-            id,
-            pool_id: 1,
-            name: format!("seeded-{id}"),
-            version: "2.330.0".into(),
-            labels: vec![],
-            ephemeral: false,
-            disable_update: true,
-            os_description: None,
-            public_key: key.task_agent_public_key(),
-            client_id: client_id.clone(),
-            runner_admin: false,
-        },
-    );
-    let creds = Credentials {
-        scheme: "OAuth".into(),
-        data: CredentialData {
-            client_id,
-            authorization_url: state.token_url(),
-            require_fips_cryptography: Some("False".into()),
-            ..Default::default()
-        },
-    };
-    (id, creds)
 }
 
 fn job(name: &str, plan_version: i64) -> Value {
@@ -295,25 +233,103 @@ async fn broker_migration_mid_run_keeps_serving_jobs() {
             .iter()
             .any(|e| matches!(e, ProtocolEvent::Poll { broker: true, .. }))
     );
+    // The job reference that came through the migration was acknowledged on the broker, with
+    // the legacy session's id and the official query parameters (Runner.cs →
+    // BrokerHttpClient.AcknowledgeRunnerRequestAsync).
+    let legacy_session = events
+        .iter()
+        .find_map(|e| match e {
+            ProtocolEvent::SessionCreated {
+                session_id,
+                broker: false,
+            } => Some(session_id.clone()),
+            _ => None,
+        })
+        .expect("a legacy session");
+    let acks: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProtocolEvent::Acknowledged {
+                session_id, query, ..
+            } => Some((session_id, query)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 1, "one acknowledge: {events:?}");
+    let (session_id, query) = &acks[0];
+    assert_eq!(**session_id, legacy_session);
+    assert_eq!(query.get("status").map(String::as_str), Some("Online"));
+    assert_eq!(
+        query.get("runnerVersion").map(String::as_str),
+        Some(VERSION)
+    );
+    assert_eq!(query.get("os").map(String::as_str), Some("Linux"));
+    assert_eq!(query.get("architecture").map(String::as_str), Some("X64"));
 }
 
-/// Counts the listener's "poll failed" log events.
-struct PollFailures(Arc<AtomicUsize>);
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_acknowledge_is_logged_and_the_job_still_runs() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let (layer, failures) = LogCount::new("acknowledge failed");
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let _guard = tracing::subscriber::set_default(subscriber);
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PollFailures {
+    let exec = FakeExecutor::new(Duration::from_millis(200));
+    let runner = start(true, exec.clone(), |svc, _| {
+        let body = r#"{"source":"actions-broker-listener","errorKind":"","statusCode":500,"errorMessage":"boom"}"#;
+        svc.inject(Fault::respond("POST", "/broker/acknowledge", 500, body));
+    })
+    .await;
+    let job_id = runner.proto.enqueue_broker_job(job("unacknowledged", 12));
+    let body = completed(&runner.proto, &job_id).await.completion.unwrap();
+    assert_eq!(body["conclusion"], "succeeded");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        1,
+        "the failure is logged once"
+    );
+    let (result, events) = stop(runner).await;
+    result.unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ProtocolEvent::Acknowledged { .. })),
+        "the fault answered instead of the broker"
+    );
+}
+
+/// Counts the log events whose message contains a needle.
+struct LogCount {
+    needle: &'static str,
+    count: Arc<AtomicUsize>,
+}
+
+impl LogCount {
+    /// A layer counting `needle`, and its counter.
+    fn new(needle: &'static str) -> (LogCount, Arc<AtomicUsize>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let layer = LogCount {
+            needle,
+            count: Arc::clone(&count),
+        };
+        (layer, count)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogCount {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Msg(bool);
-        impl tracing::field::Visit for Msg {
+        struct Msg<'a>(&'a str, bool);
+        impl tracing::field::Visit for Msg<'_> {
             fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" && format!("{value:?}").contains("poll failed") {
-                    self.0 = true;
+                if field.name() == "message" && format!("{value:?}").contains(self.0) {
+                    self.1 = true;
                 }
             }
         }
-        let mut msg = Msg(false);
+        let mut msg = Msg(self.needle, false);
         event.record(&mut msg);
-        if msg.0 {
-            self.0.fetch_add(1, Ordering::SeqCst);
+        if msg.1 {
+            self.count.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -321,8 +337,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PollFailures {
 #[tokio::test(flavor = "current_thread")]
 async fn a_thirty_second_outage_is_survived_with_bounded_requests() {
     use tracing_subscriber::layer::SubscriberExt as _;
-    let failures = Arc::new(AtomicUsize::new(0));
-    let subscriber = tracing_subscriber::registry().with(PollFailures(failures.clone()));
+    let (layer, failures) = LogCount::new("poll failed");
+    let subscriber = tracing_subscriber::registry().with(layer);
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let exec = FakeExecutor::new(Duration::from_millis(200));

@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests need (the tiny image is built from them, offline).
+# Debian packages the tests need (the tiny image is built from them, offline), then a check
+# that every program really runs: a broken toolchain fails here, not as skipped VM tests.
 tests/install-deps.sh
+tests/install-deps.sh --check
 
 # GitHub's expression corpus must be present: the conformance test reads it from here.
 corpus="${GHRUNNER_VM_CONFORMANCE_DIR:-$PWD/../shared/conformance/actions-languageservices}"

@@ -6,7 +6,7 @@
 //! listener and the QEMU executor (`run --once`), then prints what the service received: each
 //! step's log and result, the job outputs and the job result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -19,6 +19,7 @@ use super::run::RunArgs;
 use crate::exit::ExitStatus;
 use crate::image::Image;
 use crate::localsvc::{DEFAULT_REGISTRATION_TOKEN, LocalService, LocalServiceConfig, WorkflowJob};
+use crate::vm::qemu::accel::PROBE_CACHE_FILE;
 
 /// The demo workflow (examples/hello.yml), embedded so an installed binary can run it.
 const HELLO: &str = include_str!("../../examples/hello.yml");
@@ -100,6 +101,16 @@ pub async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
 
     let job_id = queue_job(&service, &yaml, &file_name, args.job.as_deref())?;
     eprintln!("==> job queued; serving one job (`run --once`) in a fresh VM");
+    // The KVM probe verdict outlives the throw-away runner directory: it is kept beside the
+    // image (`<image dir>/../../accel-probe.json`), so only the first demo on a host probes.
+    let kept_verdict = image_dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|root| root.join(PROBE_CACHE_FILE));
+    let verdict = runner_dir.path().join(PROBE_CACHE_FILE);
+    if let Some(kept) = &kept_verdict {
+        let _ = std::fs::copy(kept, &verdict);
+    }
     let status = super::run::run(
         RunArgs {
             once: true,
@@ -108,6 +119,9 @@ pub async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
         &demo_global,
     )
     .await?;
+    if let Some(kept) = &kept_verdict {
+        let _ = std::fs::copy(&verdict, kept);
+    }
     if status != ExitStatus::Success {
         anyhow::bail!("the runner stopped with {status:?}");
     }

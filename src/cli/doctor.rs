@@ -1,9 +1,12 @@
 //! `ghrunner-vm doctor`: checks what the runner needs on this host and says how to fix it.
 //!
 //! Each check yields a [`Check`] (ok, warning or failure, with a fix). Failures of something
-//! required make the exit code non-zero. The checks are QEMU, qemu-img, passt, /dev/kvm and the
-//! accelerator probe, the installed images (manifest valid, files present and matching their
-//! checksums) and the runner directory's permissions.
+//! required make the exit code non-zero (1): the host cannot run jobs; 0 means it can (a fresh
+//! runner directory without images is a warning naming the `image build` to run). The checks
+//! are the programs a job needs (QEMU, qemu-img, passt, with the exact `apt-get` command), /dev/kvm
+//! and the accelerator verdict (cached per host state, `--reprobe` probes again), the installed
+//! images (manifest valid, files present and matching their checksums; when there is none,
+//! what `image build tiny` still needs) and the runner directory's permissions.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,14 +18,28 @@ use clap::Args;
 
 use super::GlobalArgs;
 use crate::exit::ExitStatus;
-use crate::image::Image;
-use crate::vm::qemu::accel::{self, AccelMode};
+use crate::image::build::missing_prerequisites;
+use crate::image::{BuildOptions, Image, Recipe};
+use crate::vm::qemu::accel::{self, AccelMode, ProbeSetup, VerdictSource};
 use crate::vm::qemu::args::Accel;
 
-/// Check QEMU, qemu-img, KVM (with a bounded probe), images and the runner directory's
-/// permissions, and print what to install or fix.
+/// Check QEMU, qemu-img, passt, KVM (with a bounded probe, cached per host state), images and
+/// the runner directory's permissions, and print what to install or fix. Exits 0 when the host
+/// can run jobs, 1 otherwise.
 #[derive(Debug, Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Probe KVM again even when a verdict for this host state is cached
+    /// (<dir>/accel-probe.json), and cache the new verdict.
+    #[arg(long)]
+    pub reprobe: bool,
+}
+
+/// Programs a host needs to run jobs, with the Debian package that has each.
+pub const REQUIRED_PROGRAMS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+    ("passt", "passt"),
+];
 
 /// Files holding credentials, which must be readable by the owner only.
 const CREDENTIAL_FILES: &[&str] = &[".credentials", ".credentials_rsaparams", ".runner"];
@@ -69,16 +86,15 @@ impl Check {
 
 /// Runs `doctor`.
 pub async fn run(args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let _ = args;
     let runner_dir = global.runner_dir()?;
     let mut checks = Vec::new();
-    checks.push(program_check("qemu-system-x86_64", "qemu-system-x86", true).await);
-    checks.push(program_check("qemu-img", "qemu-utils", true).await);
-    checks.push(program_check("passt", "passt", true).await);
+    for (program, package) in REQUIRED_PROGRAMS {
+        checks.push(program_check(program, package, true).await);
+    }
     checks.push(kvm_device_check());
     let images = image_checks(&runner_dir);
     let kernel = probe_kernel(&runner_dir);
-    checks.push(accel_check(&runner_dir, kernel.as_deref()).await);
+    checks.push(accel_check(&runner_dir, kernel.as_deref(), args.reprobe).await);
     checks.extend(images);
     checks.extend(permission_checks(&runner_dir));
     print!("{}", render(&checks));
@@ -132,9 +148,37 @@ async fn program_check(program: &str, package: &str, required: bool) -> Check {
             program,
             if required { Status::Fail } else { Status::Warn },
             format!("cannot run it ({e})"),
-            Some(format!("apt-get install {package}")),
+            Some(install_fix(package)),
         ),
     }
+}
+
+/// The command that installs `package` so that it works with what is installed. qemu-utils
+/// must come from the same QEMU release as an installed qemu-system-x86: apt removes a newer
+/// qemu-utils (e.g. a backport) when it installs an older qemu-system-x86.
+pub fn install_fix(package: &str) -> String {
+    if package == "qemu-utils"
+        && let Some(version) = installed_version("qemu-system-x86")
+    {
+        return format!(
+            "apt-get install --allow-downgrades qemu-utils={version} (the release of the \
+             installed qemu-system-x86)"
+        );
+    }
+    format!("apt-get install {package}")
+}
+
+/// The installed version of a Debian package, if dpkg knows it as installed.
+fn installed_version(package: &str) -> Option<String> {
+    let out = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}\t${Version}", package])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (status, version) = text.split_once('\t')?;
+    (out.status.success() && status.ends_with(" installed") && !version.is_empty())
+        .then(|| version.trim().to_owned())
 }
 
 fn kvm_device_check() -> Check {
@@ -183,7 +227,7 @@ fn configured_accel(runner_dir: &Path) -> Result<AccelMode, String> {
     })
 }
 
-async fn accel_check(runner_dir: &Path, kernel: Option<&Path>) -> Check {
+async fn accel_check(runner_dir: &Path, kernel: Option<&Path>, reprobe: bool) -> Check {
     let env = std::env::var(accel::ACCEL_ENV).ok();
     let mode = match configured_accel(runner_dir).and_then(|c| {
         accel::effective_mode(c, env.as_deref()).map_err(|e| format!("{}: {e}", accel::ACCEL_ENV))
@@ -211,23 +255,63 @@ async fn accel_check(runner_dir: &Path, kernel: Option<&Path>) -> Check {
             ),
         );
     };
-    let choice = accel::probe(Path::new("qemu-system-x86_64"), kernel).await;
+    let setup = ProbeSetup {
+        qemu: Path::new("qemu-system-x86_64"),
+        kernel,
+        kvm_device: Path::new(accel::KVM_DEVICE),
+    };
+    let verdict = if runner_dir.is_dir() {
+        accel::probe_cached(&setup, runner_dir, reprobe).await
+    } else {
+        accel::Verdict {
+            choice: accel::probe(setup.qemu, kernel).await,
+            source: VerdictSource::Probed,
+        }
+    };
+    let choice = verdict.choice;
+    let source = match verdict.source {
+        VerdictSource::Cached { probed_at } => {
+            let age = (chrono::Utc::now() - probed_at)
+                .to_std()
+                .unwrap_or_default();
+            format!(
+                "verdict cached {} ago in {}; `doctor --reprobe` probes again",
+                human_age(age),
+                runner_dir.join(accel::PROBE_CACHE_FILE).display()
+            )
+        }
+        VerdictSource::Probed if runner_dir.is_dir() => "probed now, verdict cached".to_owned(),
+        VerdictSource::Probed => "probed now".to_owned(),
+        VerdictSource::DeviceUnusable => "no probe".to_owned(),
+    };
     match choice.accel {
         Accel::Kvm => Check::new(
             "accelerator",
             Status::Ok,
-            format!("kvm ({})", choice.reason),
+            format!("kvm ({}; {source})", choice.reason),
             None,
         ),
         Accel::Tcg => Check::new(
             "accelerator",
             Status::Warn,
-            format!("tcg: {}", choice.reason),
+            format!("tcg: {} ({source})", choice.reason),
             Some(format!(
                 "set {}=tcg (or vm.accel: tcg) to skip the probe",
                 accel::ACCEL_ENV
             )),
         ),
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `7m 30s`, `12s`.
+fn human_age(age: std::time::Duration) -> String {
+    let s = age.as_secs();
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }
 
@@ -282,15 +366,7 @@ fn image_dirs(runner_dir: &Path) -> Vec<PathBuf> {
 fn image_checks(runner_dir: &Path) -> Vec<Check> {
     let dirs = image_dirs(runner_dir);
     if dirs.is_empty() {
-        return vec![Check::new(
-            "images",
-            Status::Fail,
-            format!("no image in {}", runner_dir.join("images").display()),
-            Some(format!(
-                "ghrunner-vm image build tiny --out {}",
-                runner_dir.join("images/tiny").display()
-            )),
-        )];
+        return vec![no_image_check(runner_dir)];
     }
     dirs.into_iter()
         .map(|dir| {
@@ -311,6 +387,43 @@ fn image_checks(runner_dir: &Path) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// A runner directory without images is not broken, just new: say which build to run, and
+/// what the tiny recipe still needs on this host.
+fn no_image_check(runner_dir: &Path) -> Check {
+    let out = runner_dir.join("images").join("tiny");
+    let build = format!(
+        "ghrunner-vm --dir {} image build tiny --out {} (or `image build debian` for a full \
+         Debian guest)",
+        runner_dir.display(),
+        out.display()
+    );
+    let missing = Recipe::builtin("tiny").map(|recipe| {
+        let opts = BuildOptions {
+            out,
+            env: Vec::new(),
+            cancel: None,
+        };
+        missing_prerequisites(&recipe, &opts)
+    });
+    let fix = match missing {
+        Some(Ok(missing)) if !missing.is_empty() => {
+            let mut packages: Vec<&str> = missing.iter().map(|m| m.package.as_str()).collect();
+            packages.dedup();
+            format!("apt-get install {} && {build}", packages.join(" "))
+        }
+        _ => build,
+    };
+    Check::new(
+        "images",
+        Status::Warn,
+        format!(
+            "no image yet in {}: jobs need one",
+            runner_dir.join("images").display()
+        ),
+        Some(fix),
+    )
 }
 
 fn permission_checks(runner_dir: &Path) -> Vec<Check> {
@@ -413,10 +526,14 @@ mod tests {
     #[test]
     fn images_are_listed_from_the_images_dir_and_broken_ones_fail() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            image_checks(dir.path())[0].status,
-            Status::Fail,
-            "no images at all"
+        let none = &image_checks(dir.path())[0];
+        assert_eq!(none.status, Status::Warn, "no images yet is not a failure");
+        assert!(
+            none.fix
+                .as_deref()
+                .unwrap()
+                .contains("image build tiny --out "),
+            "{none:?}"
         );
         let broken = dir.path().join("images/broken");
         std::fs::create_dir_all(&broken).unwrap();

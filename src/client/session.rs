@@ -271,6 +271,18 @@ impl LegacyClient {
         self.patch_job_request(request_id, &body, timeout).await
     }
 
+    /// Reads a legacy job request (`GET .../jobrequests/{id}`): its `result` is set once the
+    /// server considers it finished (the official `GetAgentRequestAsync`).
+    pub async fn get_job_request(
+        &self,
+        request_id: i64,
+        timeout: Duration,
+    ) -> Result<TaskAgentJobRequest, ClientError> {
+        let url = self.url(&format!("jobrequests/{request_id}"))?;
+        let request = self.request(Method::GET, url, API_5_1).timeout(timeout);
+        read_json(self.http.send_authorized(&self.tokens, request).await?).await
+    }
+
     async fn patch_job_request<B: serde::Serialize>(
         &self,
         request_id: i64,

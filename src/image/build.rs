@@ -161,6 +161,26 @@ fn script_command(script: &Path, opts: &BuildOptions) -> Command {
     cmd
 }
 
+/// What the recipe's `check` says is missing on this host to build it (empty: nothing).
+pub fn missing_prerequisites(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+) -> Result<Vec<Missing>, ImageError> {
+    let recipe_dir = tempfile::Builder::new()
+        .prefix("ghrunner-recipe-")
+        .tempdir()
+        .map_err(io(
+            "creating a temporary directory in",
+            std::env::temp_dir(),
+        ))?;
+    let script = recipe.materialize(recipe_dir.path())?;
+    match check_prerequisites(recipe, &script, opts) {
+        Ok(()) => Ok(Vec::new()),
+        Err(ImageError::MissingPrerequisites { missing, .. }) => Ok(missing),
+        Err(other) => Err(other),
+    }
+}
+
 fn check_prerequisites(
     recipe: &Recipe,
     script: &Path,

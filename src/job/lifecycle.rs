@@ -181,6 +181,14 @@ pub async fn run_job<C: JobChannel, E: JobExecutor>(
         complete(channel.as_ref(), &outcome, timings).await;
         return outcome.result;
     }
+    if control.cancel.is_cancelled() {
+        // Cancelled before it started (e.g. while it waited for the previous job): the
+        // official runner completes it as canceled without starting the worker.
+        tracing::info!("job cancelled before it started");
+        let outcome = JobOutcome::with_result(TaskResult::Canceled);
+        complete(channel.as_ref(), &outcome, timings).await;
+        return outcome.result;
+    }
     let lost = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat(
         channel.clone(),

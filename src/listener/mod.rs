@@ -15,6 +15,9 @@
 //!     │ message ─► decrypt (legacy) ─► dispatch ─► delete (legacy) ─────────────────┤
 //!     │   PipelineAgentJobRequest ─► spawn job (legacy channel)                     │
 //!     │   RunnerJobRequest ─► acknowledge ─► acquirejob ─► spawn job (run service)  │
+//!     │     (a job that arrives while the previous one is finishing waits for it:   │
+//!     │      see handover.rs; with `--once` or during shutdown it is left for       │
+//!     │      redelivery: not deleted, not acknowledged)                             │
 //!     │   JobCancellation ─► cancel the running job                                 │
 //!     │   BrokerMigration ─► poll the broker now with this session id ─► dispatch   │
 //!     │   ForceTokenRefresh ─► drop the cached token                                │
@@ -26,9 +29,11 @@
 //! ```
 //!
 //! One job runs at a time; polling continues while it runs (status `Busy`) so cancellations
-//! arrive. Transient faults never end the process.
+//! arrive, and a next job that arrives meanwhile is held until the previous one has ended
+//! (never dropped). Transient faults never end the process.
 
 pub mod backoff;
+mod handover;
 pub mod jobref;
 pub mod jobs;
 mod session;
@@ -49,8 +54,11 @@ use crate::exit::ExitStatus;
 use crate::job::lifecycle::{BoxError, JobChannel, JobControl, JobExecutor, run_job};
 use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
-use crate::protocol::message::{ListenerMessage, RunnerJobRequestRef, TaskAgentMessage};
+use crate::protocol::message::{
+    BrokerErrorKind, ListenerMessage, RunnerJobRequestRef, TaskAgentMessage,
+};
 use backoff::{EmptyPollGuard, ErrorThrottle, PollErrorBackoff, Timings};
+use handover::{NextJob, Previous, wait_for_previous};
 use jobref::JobRef;
 use jobs::{LegacyChannel, RunServiceChannel};
 use session::{Session, classify};
@@ -124,11 +132,48 @@ enum Source {
     Broker,
 }
 
-/// The job currently running.
+/// A job this listener dispatched that has not ended yet.
 struct Running {
     job_id: String,
+    /// The legacy job request id (`None` on the run-service path).
+    request_id: Option<i64>,
     cancel: CancellationToken,
+    /// Fired when the job's task ends (whatever way).
+    finished: CancellationToken,
     handle: JoinHandle<TaskResult>,
+}
+
+impl Running {
+    fn as_previous(&self) -> Previous {
+        Previous {
+            job_id: self.job_id.clone(),
+            request_id: self.request_id,
+            cancel: self.cancel.clone(),
+            finished: self.finished.clone(),
+        }
+    }
+}
+
+/// The jobs of one listener: those not ended yet, in dispatch order (each waits for the one
+/// before it), and whether a `--once` listener has taken its job.
+#[derive(Default)]
+struct Jobs {
+    running: Vec<Running>,
+    taken: bool,
+}
+
+impl Jobs {
+    fn status(&self) -> PollStatus {
+        if self.running.is_empty() {
+            PollStatus::Online
+        } else {
+            PollStatus::Busy
+        }
+    }
+
+    fn previous(&self) -> Option<Previous> {
+        self.running.last().map(Running::as_previous)
+    }
 }
 
 /// What the loop does after a message.
@@ -197,29 +242,29 @@ impl<E: JobExecutor> Listener<E> {
             return Ok(());
         };
         tracing::info!(broker = session.is_broker(), "listening for jobs");
-        let mut running: Option<Running> = None;
+        let mut jobs = Jobs::default();
         let mut last_message_id = None;
         let mut backoff = PollErrorBackoff::default();
         let mut guard = EmptyPollGuard::default();
         let mut throttle = ErrorThrottle::default();
         let timings = &self.cfg.timings;
         loop {
-            let status = if running.is_some() {
-                PollStatus::Busy
-            } else {
-                PollStatus::Online
-            };
+            let status = jobs.status();
+            // A poll that has an answer is handled before anything else, so that a message
+            // that arrived is never dropped because a job ended or a shutdown began at the
+            // same moment (a job request is then left for redelivery, see `act`).
             let event = tokio::select! {
-                _ = shutdown.cancelled() => Event::Shutdown,
-                result = job_done(&mut running) => Event::JobDone(result),
+                biased;
                 polled = self.poll(&session, last_message_id, status) => Event::Polled(polled),
+                result = job_done(&mut jobs.running) => Event::JobDone(result),
+                _ = shutdown.cancelled() => Event::Shutdown,
             };
             let polled = match event {
                 Event::Shutdown => break,
                 Event::JobDone(result) => {
-                    running = None;
+                    jobs.running.remove(0);
                     tracing::info!(result = result.as_str(), "job finished");
-                    if self.cfg.once {
+                    if self.cfg.once && jobs.running.is_empty() {
                         break;
                     }
                     continue;
@@ -243,8 +288,16 @@ impl<E: JobExecutor> Listener<E> {
                     if source == Source::Legacy {
                         last_message_id = Some(message.message_id);
                     }
+                    let accepting = !shutdown.is_cancelled();
                     let flow = self
-                        .dispatch(&session, source, message, &mut running, &mut throttle)
+                        .dispatch(
+                            &session,
+                            source,
+                            message,
+                            &mut jobs,
+                            accepting,
+                            &mut throttle,
+                        )
                         .await;
                     if let Flow::Stop = flow {
                         break;
@@ -285,7 +338,7 @@ impl<E: JobExecutor> Listener<E> {
                 },
             }
         }
-        self.stop_job(running).await;
+        self.stop_jobs(jobs.running).await;
         self.delete_session(&session).await;
         tracing::info!("listener stopped");
         Ok(())
@@ -346,20 +399,26 @@ impl<E: JobExecutor> Listener<E> {
         }
     }
 
-    /// Decrypts, decodes and acts on one message; deletes legacy messages afterwards.
+    /// Decrypts, decodes and acts on one message; deletes legacy messages afterwards (unless
+    /// the message is left for redelivery).
     async fn dispatch(
         &self,
         session: &Session,
         source: Source,
         message: TaskAgentMessage,
-        running: &mut Option<Running>,
+        jobs: &mut Jobs,
+        accepting: bool,
         throttle: &mut ErrorThrottle,
     ) -> Flow {
         let message_id = message.message_id;
         let message_type = message.message_type.clone();
         tracing::debug!(message_id, message_type, "message received");
         let (flow, delete) = match session.open(&message) {
-            Ok(decoded) => self.act(session, decoded, running, throttle).await,
+            Ok(decoded) => {
+                let from = MessageFrom::Session;
+                self.act(session, from, decoded, jobs, accepting, throttle)
+                    .await
+            }
             Err(err) => {
                 tracing::warn!(message_id, message_type, error = %err, cause = ?std::error::Error::source(&err), "undecodable message skipped");
                 (Flow::Continue, true)
@@ -379,53 +438,66 @@ impl<E: JobExecutor> Listener<E> {
     }
 
     /// Acts on a decoded message; returns the flow and whether to delete the message.
+    /// `accepting` is false during shutdown: a job request is then left for redelivery.
     async fn act(
         &self,
         session: &Session,
+        from: MessageFrom<'_>,
         message: ListenerMessage,
-        running: &mut Option<Running>,
+        jobs: &mut Jobs,
+        accepting: bool,
         throttle: &mut ErrorThrottle,
     ) -> (Flow, bool) {
+        let is_job = matches!(
+            message,
+            ListenerMessage::PipelineAgentJobRequest(_) | ListenerMessage::RunnerJobRequest(_)
+        );
+        if is_job && let Some(why) = self.not_taking_jobs(jobs, accepting) {
+            tracing::info!(
+                reason = why,
+                "job request left for redelivery (not deleted, not acknowledged)"
+            );
+            return (Flow::Continue, false);
+        }
         match message {
             ListenerMessage::PipelineAgentJobRequest(job) => {
-                self.start_legacy_job(job, running);
+                self.start_legacy_job(job, jobs);
                 (Flow::Continue, true)
             }
             ListenerMessage::RunnerJobRequest(job) => {
-                self.start_broker_job(session, &job, running, throttle)
+                let flow = self
+                    .start_broker_job(session, from, &job, jobs, throttle)
                     .await;
-                (Flow::Continue, true)
+                (flow, true)
             }
             ListenerMessage::JobCancellation(cancel) => {
-                match running.as_ref() {
-                    Some(r) if r.job_id.eq_ignore_ascii_case(&cancel.job_id) => {
+                let target = jobs
+                    .running
+                    .iter()
+                    .find(|r| r.job_id.eq_ignore_ascii_case(&cancel.job_id));
+                match target {
+                    Some(r) => {
                         tracing::info!(job_id = %cancel.job_id, "job cancellation requested");
                         r.cancel.cancel();
                     }
-                    _ => {
+                    None => {
                         tracing::info!(job_id = %cancel.job_id, "cancellation for a job not running here, ignored")
                     }
                 }
                 (Flow::Continue, true)
             }
             ListenerMessage::BrokerMigration(migration) => {
-                tracing::debug!(broker = %migration.broker_base_url, "broker migration, polling the broker");
-                let status = if running.is_some() {
-                    PollStatus::Busy
-                } else {
-                    PollStatus::Online
-                };
-                match self
-                    .poll_broker(&migration.broker_base_url, session.id(), status)
-                    .await
-                {
+                let url = migration.broker_base_url;
+                tracing::debug!(broker = %url, "broker migration, polling the broker");
+                match self.poll_broker(&url, session.id(), jobs.status()).await {
                     Ok(Some(message)) => match session.open(&message) {
-                        Ok(decoded) => (
-                            Box::pin(self.act(session, decoded, running, throttle))
-                                .await
-                                .0,
-                            false,
-                        ),
+                        Ok(decoded) => {
+                            let from = MessageFrom::Migration { broker_url: &url };
+                            let acted = Box::pin(
+                                self.act(session, from, decoded, jobs, accepting, throttle),
+                            );
+                            (acted.await.0, false)
+                        }
                         Err(err) => {
                             tracing::warn!(error = %err, "undecodable broker message skipped");
                             (Flow::Continue, false)
@@ -458,11 +530,19 @@ impl<E: JobExecutor> Listener<E> {
         }
     }
 
-    fn start_legacy_job(&self, job: serde_json::Value, running: &mut Option<Running>) {
-        if running.is_some() {
-            tracing::warn!("job message while a job is running, ignored");
-            return;
+    /// Why a job request cannot be taken now, if it cannot: the process is shutting down, or
+    /// a `--once` runner already has its job (the official runner skips deletion likewise).
+    fn not_taking_jobs(&self, jobs: &Jobs, accepting: bool) -> Option<&'static str> {
+        if !accepting {
+            Some("the runner is shutting down")
+        } else if self.cfg.once && jobs.taken {
+            Some("this one-job (--once or ephemeral) runner already has its job")
+        } else {
+            None
         }
+    }
+
+    fn start_legacy_job(&self, job: serde_json::Value, jobs: &mut Jobs) {
         match JobRef::from_message(&job) {
             Ok(job_ref) => {
                 let channel = LegacyChannel::new(
@@ -471,40 +551,67 @@ impl<E: JobExecutor> Listener<E> {
                     job_ref.clone(),
                     self.cfg.timings.clone(),
                 );
-                *running = Some(self.spawn_job(channel, job_ref, job));
+                let next = NextJob::Legacy(self.legacy.clone());
+                self.spawn_job(channel, job_ref, job, next, jobs);
             }
             Err(err) => tracing::error!(error = %err, "job message unusable, skipped"),
         }
     }
 
+    /// Acknowledges (best effort), acquires and dispatches a run-service job. The acknowledge
+    /// goes to the broker the reference came from: the session's broker, or after a
+    /// `BrokerMigration` the broker the migration named (as the official runner's
+    /// `_brokerServer` connection follows the migration).
     async fn start_broker_job(
         &self,
         session: &Session,
+        from: MessageFrom<'_>,
         job: &RunnerJobRequestRef,
-        running: &mut Option<Running>,
+        jobs: &mut Jobs,
         throttle: &mut ErrorThrottle,
-    ) {
-        if running.is_some() {
-            tracing::warn!("job request while a job is running, ignored");
-            return;
-        }
+    ) -> Flow {
         let timings = &self.cfg.timings;
         if job.should_acknowledge {
-            let url = session.broker_url().map(str::to_owned);
-            if let Some(url) = url.or_else(|| self.cfg.broker_url.clone()) {
-                let ack = self
-                    .broker(&url)
-                    .acknowledge(
-                        session.id(),
-                        &job.runner_request_id,
-                        PollStatus::Online,
-                        &self.cfg.identity,
-                        timings.acknowledge_timeout,
-                    )
-                    .await;
-                if let Err(err) = ack {
-                    tracing::warn!(error = %err, "acknowledge failed (best effort)");
+            let url = match from {
+                MessageFrom::Migration { broker_url } => Some(broker_url.to_owned()),
+                MessageFrom::Session => session
+                    .broker_url()
+                    .map(str::to_owned)
+                    .or_else(|| self.cfg.broker_url.clone()),
+            };
+            match url {
+                Some(url) => {
+                    let ack = self
+                        .broker(&url)
+                        .acknowledge(
+                            session.id(),
+                            &job.runner_request_id,
+                            jobs.status(),
+                            &self.cfg.identity,
+                            timings.acknowledge_timeout,
+                        )
+                        .await;
+                    match ack {
+                        Ok(()) => {
+                            tracing::debug!(request = %job.runner_request_id, "job request acknowledged")
+                        }
+                        Err(err)
+                            if self.cfg.once
+                                && err.kind() == Some(BrokerErrorKind::AcknowledgeJobNotFound) =>
+                        {
+                            // actions/runner #4540: an ephemeral runner whose job is gone exits.
+                            tracing::info!(error = %err, "the job is gone on the broker; this one-job runner stops");
+                            return Flow::Stop;
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "acknowledge failed (best effort), acquiring the job anyway")
+                        }
+                    }
                 }
+                None => tracing::warn!(
+                    request = %job.runner_request_id,
+                    "the job request asks for an acknowledge but no broker URL is known; acquiring it without"
+                ),
             }
         }
         // The image is known from the registration: boot the VM while the job is acquired.
@@ -512,7 +619,7 @@ impl<E: JobExecutor> Listener<E> {
         let Some(message) = jobs::acquire(&self.http, &self.tokens, job, throttle, timings).await
         else {
             self.executor.discard_prepared();
-            return;
+            return Flow::Continue;
         };
         match JobRef::from_message(&message) {
             Ok(mut job_ref) => {
@@ -521,32 +628,48 @@ impl<E: JobExecutor> Listener<E> {
                 }
                 let channel =
                     RunServiceChannel::new(self.http.clone(), job_ref.clone(), timings.clone());
-                *running = Some(self.spawn_job(channel, job_ref, message));
+                self.spawn_job(channel, job_ref, message, NextJob::RunService, jobs);
             }
             Err(err) => {
                 tracing::error!(error = %err, "acquired job message unusable, skipped");
                 self.executor.discard_prepared();
             }
         }
+        Flow::Continue
     }
 
+    /// Spawns the job's task: it waits for the previous job of this runner (if one is still
+    /// finishing), then runs the job's lifecycle.
     fn spawn_job<C: JobChannel>(
         &self,
         channel: C,
         job: JobRef,
         message: serde_json::Value,
-    ) -> Running {
+        next: NextJob,
+        jobs: &mut Jobs,
+    ) {
         let cancel = CancellationToken::new();
+        let finished = CancellationToken::new();
         let control = JobControl {
             cancel: cancel.clone(),
             kill_after: self.cfg.cancel_kill_after,
         };
+        let previous = jobs.previous();
         let executor = self.executor.clone();
         let timings = self.cfg.timings.clone();
         let span = tracing::info_span!("job", job_id = %job.job_id);
-        tracing::info!(parent: &span, "job started");
+        match &previous {
+            None => tracing::info!(parent: &span, "job started"),
+            Some(p) => {
+                tracing::info!(parent: &span, previous = %p.job_id, "job taken; it starts when the previous job has ended")
+            }
+        }
+        let done = finished.clone().drop_guard();
         let handle = tokio::spawn(tracing::Instrument::instrument(
             async move {
+                // Fires `finished` however the task ends (a panic included).
+                let _done = done;
+                wait_for_previous(previous, &next, timings.request_timeout).await;
                 run_job(
                     Arc::new(channel),
                     executor.as_ref(),
@@ -558,32 +681,53 @@ impl<E: JobExecutor> Listener<E> {
             },
             span,
         ));
-        Running {
+        jobs.taken = true;
+        jobs.running.push(Running {
             job_id: job.job_id,
+            request_id: (job.request_id != 0).then_some(job.request_id),
             cancel,
+            finished,
             handle,
-        }
+        });
     }
 
-    /// Lets a running job finish within the grace period, else cancels it and waits for its
-    /// completion report.
-    async fn stop_job(&self, running: Option<Running>) {
-        let Some(mut job) = running else {
+    /// Lets the running jobs finish within the grace period, else cancels them and waits for
+    /// their completion reports.
+    async fn stop_jobs(&self, mut running: Vec<Running>) {
+        if running.is_empty() {
             return;
+        }
+        tracing::info!(grace = ?self.cfg.shutdown_grace, jobs = running.len(), "waiting for the running job");
+        let deadline = tokio::time::Instant::now() + self.cfg.shutdown_grace;
+        let all_done = async {
+            for job in &mut running {
+                let _ = (&mut job.handle).await;
+            }
         };
-        tracing::info!(grace = ?self.cfg.shutdown_grace, "waiting for the running job");
-        if tokio::time::timeout(self.cfg.shutdown_grace, &mut job.handle)
-            .await
-            .is_ok()
-        {
+        if tokio::time::timeout_at(deadline, all_done).await.is_ok() {
             return;
         }
         tracing::info!("grace period over, cancelling the job");
-        job.cancel.cancel();
-        if let Err(err) = job.handle.await {
-            tracing::error!(error = %err, "job task failed");
+        for job in &running {
+            job.cancel.cancel();
+        }
+        for job in running {
+            if !job.handle.is_finished()
+                && let Err(err) = job.handle.await
+            {
+                tracing::error!(error = %err, "job task failed");
+            }
         }
     }
+}
+
+/// Where a decoded message came from (decides which broker a job request is acknowledged on).
+#[derive(Debug, Clone, Copy)]
+enum MessageFrom<'a> {
+    /// This session's own poll.
+    Session,
+    /// The broker named by a `BrokerMigration`, polled with this (legacy) session's id.
+    Migration { broker_url: &'a str },
 }
 
 enum Event {
@@ -592,9 +736,10 @@ enum Event {
     Polled(Result<Option<(Source, TaskAgentMessage)>, ServiceError>),
 }
 
-/// Resolves when the running job ends (never, when none runs).
-async fn job_done(running: &mut Option<Running>) -> TaskResult {
-    match running.as_mut() {
+/// Resolves when the oldest running job ends (never, when none runs). Each job waits for the
+/// one before it, so the oldest always ends first.
+async fn job_done(running: &mut [Running]) -> TaskResult {
+    match running.first_mut() {
         Some(job) => match (&mut job.handle).await {
             Ok(result) => result,
             Err(err) => {

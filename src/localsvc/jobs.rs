@@ -10,6 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
+
+use super::protocol::ProtocolEvent;
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -34,7 +36,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/_services/run/completejob", post(complete))
         .route(
             "/_services/pipelines/_apis/distributedtask/pools/{pool}/jobrequests/{request}",
-            patch(legacy_job_request),
+            patch(legacy_job_request).get(read_job_request),
         )
         .route(
             "/_services/pipelines/{scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/events",
@@ -155,6 +157,45 @@ async fn legacy_job_request(
         "lockedUntil": format_timestamp(Utc::now() + LOCK_DURATION),
         "reservedAgent": {"id": 0, "name": "local"},
         "result": v.get("result"),
+    });
+    (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+/// `GET .../jobrequests/{id}`: the request with `result` once the job is finished (by the
+/// runner's completion or on the server, [`ProtocolState::finish_on_server`]).
+async fn read_job_request(
+    State(shared): State<Shared>,
+    State(s): St,
+    Path((_pool, request_id)): Path<(u64, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(unauthorized) = require_access_token(&shared, &headers) {
+        return unauthorized;
+    }
+    s.record(ProtocolEvent::JobRequestRead { request_id });
+    let inner = s.inner();
+    let record = inner
+        .request_to_job
+        .get(&request_id)
+        .and_then(|job| inner.jobs.get(job));
+    let Some(record) = record else {
+        return vss_error(
+            StatusCode::NOT_FOUND,
+            "TaskAgentJobNotFoundException",
+            "no such job request",
+        );
+    };
+    let completed = record.completion.as_ref().map(|c| {
+        c.get("result")
+            .and_then(Value::as_str)
+            .unwrap_or("succeeded")
+            .to_owned()
+    });
+    let answer = json!({
+        "requestId": request_id,
+        "lockedUntil": format_timestamp(Utc::now() + LOCK_DURATION),
+        "reservedAgent": {"id": 0, "name": "local"},
+        "result": record.server_result.clone().or(completed),
     });
     (StatusCode::OK, axum::Json(answer)).into_response()
 }

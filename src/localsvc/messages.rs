@@ -67,7 +67,11 @@ async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool, bus
             if !broker && inner.broker_mode {
                 return Polled::Migration;
             }
-            let deliverable = inner.queue.iter().position(|p| !busy || p.job_id.is_none());
+            let agent_id = inner.sessions.get(session_id).map_or(0, |r| r.agent_id);
+            let deliverable = inner
+                .queue
+                .iter()
+                .position(|p| p.delivery.accepts(agent_id, busy, p.job_id.is_some()));
             if let Some(pending) = deliverable.and_then(|i| inner.queue.remove(i)) {
                 if let Some(job) = pending
                     .job_id
@@ -75,6 +79,7 @@ async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool, bus
                     .and_then(|id| inner.jobs.get_mut(id))
                 {
                     job.delivered_at = Some(chrono::Utc::now());
+                    job.delivered_to = Some(agent_id);
                 }
                 return Polled::Message(pending);
             }
@@ -112,6 +117,7 @@ async fn poll_legacy(
             body: json!({"brokerBaseUrl": s.broker_url()}).to_string(),
             tamper: None,
             job_id: None,
+            delivery: Default::default(),
         },
         Polled::Idle => return StatusCode::ACCEPTED.into_response(),
         Polled::NoSession => {
@@ -240,10 +246,8 @@ async fn acknowledge(
     if let Err(unauthorized) = require_access_token(&shared, &headers) {
         return unauthorized;
     }
-    if !q
-        .get("sessionId")
-        .is_some_and(|id| s.inner().sessions.contains_key(id))
-    {
+    let session_id = q.get("sessionId").cloned().unwrap_or_default();
+    if !s.inner().sessions.contains_key(&session_id) {
         return broker_error(
             StatusCode::NOT_FOUND,
             BROKER_SOURCE,
@@ -261,6 +265,11 @@ async fn acknowledge(
     let Some(runner_request_id) = id else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    s.record(ProtocolEvent::Acknowledged { runner_request_id });
+    let query = q.into_iter().filter(|(k, _)| k != "sessionId").collect();
+    s.record(ProtocolEvent::Acknowledged {
+        runner_request_id,
+        session_id,
+        query,
+    });
     StatusCode::OK.into_response()
 }

@@ -64,6 +64,28 @@ pub(crate) struct Pending {
     pub tamper: Option<Tamper>,
     /// The job this message delivers, if it does.
     pub job_id: Option<String>,
+    /// Who may receive it.
+    pub delivery: Delivery,
+}
+
+/// Who may receive a queued job message. By default any runner of the service that polls as
+/// idle (`Online`), as GitHub assigns jobs; tests narrow it to one runner, or hand a job to a
+/// runner that still reports `Busy` (the server considers its previous job done, e.g. after a
+/// cancellation, while the runner is still tearing it down).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Only this runner (agent id) receives it.
+    pub agent_id: Option<u64>,
+    /// Delivered to a runner polling as `Busy` too.
+    pub even_if_busy: bool,
+}
+
+impl Delivery {
+    /// Whether a poll of `agent_id` with the given busy state may receive the message of a job
+    /// (`is_job`); other messages reach every status.
+    pub(crate) fn accepts(&self, agent_id: u64, busy: bool, is_job: bool) -> bool {
+        self.agent_id.is_none_or(|a| a == agent_id) && (!is_job || !busy || self.even_if_busy)
+    }
 }
 
 /// A session held by a runner.
@@ -86,6 +108,11 @@ pub struct JobRecord {
     pub delivered_at: Option<DateTime<Utc>>,
     /// When the completion arrived (service clock).
     pub completed_at: Option<DateTime<Utc>>,
+    /// The runner (agent id) whose poll received the job's message.
+    pub delivered_to: Option<u64>,
+    /// The result the server itself recorded for the job ([`ProtocolState::finish_on_server`]),
+    /// returned by the legacy job-request GET.
+    pub server_result: Option<String>,
 }
 
 impl JobRecord {
@@ -122,6 +149,15 @@ pub enum ProtocolEvent {
     Acknowledged {
         /// The runner request id.
         runner_request_id: String,
+        /// The `sessionId` query parameter.
+        session_id: String,
+        /// The other query parameters (`status`, `runnerVersion`, `os`, `architecture`, …).
+        query: std::collections::BTreeMap<String, String>,
+    },
+    /// A legacy job request was read (`GET .../jobrequests/{id}`).
+    JobRequestRead {
+        /// The request id.
+        request_id: i64,
     },
     /// A poll arrived (`broker` tells which path; `status` is Online/Busy).
     Poll {
@@ -243,6 +279,7 @@ impl ProtocolState {
             body: body.to_owned(),
             tamper: None,
             job_id: None,
+            delivery: Delivery::default(),
         });
     }
 
@@ -253,6 +290,7 @@ impl ProtocolState {
             body: body.to_owned(),
             tamper: Some(tamper),
             job_id: None,
+            delivery: Delivery::default(),
         });
     }
 
@@ -263,10 +301,21 @@ impl ProtocolState {
         inner.next_run_id
     }
 
-    /// Queues a `JobCancellation` for `job_id`.
+    /// Queues a `JobCancellation` for `job_id`, for the runner that received the job (any
+    /// runner if it was not delivered yet).
     pub fn enqueue_cancellation(&self, job_id: &str) {
         let body = json!({"jobId": job_id, "timeout": "00:05:00"});
-        self.enqueue("JobCancellation", &body.to_string());
+        let holder = self.job(job_id).and_then(|j| j.delivered_to);
+        self.push(Pending {
+            message_type: "JobCancellation".to_owned(),
+            body: body.to_string(),
+            tamper: None,
+            job_id: None,
+            delivery: Delivery {
+                agent_id: holder,
+                even_if_busy: true,
+            },
+        });
     }
 
     /// From now on legacy polls answer `BrokerMigration` and messages are served by the broker.
@@ -278,7 +327,12 @@ impl ProtocolState {
     /// Queues a job for the legacy path (`PipelineAgentJobRequest`). The job's
     /// `SystemVssConnection` endpoint is pointed at this service and a `requestId` assigned;
     /// returns the job id.
-    pub fn enqueue_legacy_job(&self, mut job: Value) -> String {
+    pub fn enqueue_legacy_job(&self, job: Value) -> String {
+        self.enqueue_legacy_job_with(job, Delivery::default())
+    }
+
+    /// [`ProtocolState::enqueue_legacy_job`] for the runners `delivery` allows.
+    pub fn enqueue_legacy_job_with(&self, mut job: Value, delivery: Delivery) -> String {
         let tenant = self.tenant_url();
         set_system_connection(&mut job, &tenant);
         let job_id = job_id_of(&job);
@@ -302,13 +356,19 @@ impl ProtocolState {
             body: job.to_string(),
             tamper: None,
             job_id: Some(job_id.clone()),
+            delivery,
         });
         job_id
     }
 
     /// Queues a job for the broker path: a `RunnerJobRequest` reference whose job is held by
     /// the run service until acquired. Returns the job id.
-    pub fn enqueue_broker_job(&self, mut job: Value) -> String {
+    pub fn enqueue_broker_job(&self, job: Value) -> String {
+        self.enqueue_broker_job_with(job, Delivery::default())
+    }
+
+    /// [`ProtocolState::enqueue_broker_job`] for the runners `delivery` allows.
+    pub fn enqueue_broker_job_with(&self, mut job: Value, delivery: Delivery) -> String {
         let run = self.run_service_url();
         set_system_connection(&mut job, &run);
         job["messageType"] = json!("RunnerJobRequest");
@@ -329,6 +389,7 @@ impl ProtocolState {
             body: body.to_string(),
             tamper: None,
             job_id: Some(job_id.clone()),
+            delivery,
         });
         job_id
     }
@@ -357,6 +418,15 @@ impl ProtocolState {
     /// Ids of the live sessions.
     pub fn sessions(&self) -> Vec<String> {
         self.inner().sessions.keys().cloned().collect()
+    }
+
+    /// Records that the server considers `job_id` finished with `result` (e.g. `canceled`):
+    /// the legacy job-request GET then reports it, as GitHub does once it has given up on a
+    /// cancelled job. The runner's own completion is still accepted afterwards.
+    pub fn finish_on_server(&self, job_id: &str, result: &str) {
+        if let Some(job) = self.inner().jobs.get_mut(job_id) {
+            job.server_result = Some(result.to_owned());
+        }
     }
 
     /// What happened to a job so far.

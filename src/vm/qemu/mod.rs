@@ -155,7 +155,8 @@ impl Hypervisor for Qemu {
         }
         let dir = self.config.runner_dir.join(VMS_DIR).join(&spec.name);
         check_socket_paths(&dir)?;
-        let choice = accel::choose(self.mode, &self.config.qemu, &kernel).await;
+        let cache = Some(self.config.runner_dir.as_path());
+        let choice = accel::choose(self.mode, &self.config.qemu, &kernel, cache).await;
         let mut res = Resources::create(dir)?;
         let started = std::time::Instant::now();
         let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel);
