@@ -58,6 +58,7 @@ async fn verdict(fake: &FakeQemu, cache: &Path, refresh: bool) -> Verdict {
         qemu: &qemu,
         kernel: &kernel,
         kvm_device: &kvm,
+        kernel_sha256: None,
     };
     tokio::time::timeout(
         Duration::from_secs(60),

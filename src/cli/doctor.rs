@@ -259,6 +259,7 @@ async fn accel_check(runner_dir: &Path, kernel: Option<&Path>, reprobe: bool) ->
         qemu: Path::new("qemu-system-x86_64"),
         kernel,
         kvm_device: Path::new(accel::KVM_DEVICE),
+        kernel_sha256: None,
     };
     let verdict = if runner_dir.is_dir() {
         accel::probe_cached(&setup, runner_dir, reprobe).await

@@ -127,6 +127,9 @@ pub struct ProbeSetup<'a> {
     pub kernel: &'a Path,
     /// The KVM device ([`KVM_DEVICE`] outside tests).
     pub kvm_device: &'a Path,
+    /// The kernel's SHA-256 when already known (an image manifest records it), so that no
+    /// process has to hash a large kernel to find its cached verdict.
+    pub kernel_sha256: Option<&'a str>,
 }
 
 /// What a probe verdict depends on: when any part changes, the host may behave differently.
@@ -167,11 +170,15 @@ impl ProbeKey {
             .next()?
             .trim()
             .to_owned();
-        let kernel = setup.kernel.to_owned();
-        let kernel_sha256 =
-            tokio::task::spawn_blocking(move || crate::image::build::sha256_file(&kernel).ok())
-                .await
-                .ok()??;
+        let kernel_sha256 = match setup.kernel_sha256 {
+            Some(known) => known.to_owned(),
+            None => {
+                let kernel = setup.kernel.to_owned();
+                tokio::task::spawn_blocking(move || crate::image::build::sha256_file(&kernel).ok())
+                    .await
+                    .ok()??
+            }
+        };
         Some(ProbeKey {
             boot_id,
             kernel_release,
@@ -360,11 +367,12 @@ fn open_device(device: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Resolves `mode` to an accelerator. `auto` probes KVM once per process, through the cache in
-/// `cache_dir` (the runner directory) when given.
+/// `cache_dir` (the runner directory) when given; `kernel_sha256` is the kernel's hash if known.
 pub async fn choose(
     mode: AccelMode,
     qemu: &Path,
     kernel: &Path,
+    kernel_sha256: Option<&str>,
     cache_dir: Option<&Path>,
 ) -> AccelChoice {
     let choice = match mode {
@@ -383,6 +391,7 @@ pub async fn choose(
                     qemu,
                     kernel,
                     kvm_device: Path::new(KVM_DEVICE),
+                    kernel_sha256,
                 };
                 match dir {
                     Some(dir) => {
@@ -408,6 +417,7 @@ pub async fn probe(qemu: &Path, kernel: &Path) -> AccelChoice {
         qemu,
         kernel,
         kvm_device: Path::new(KVM_DEVICE),
+        kernel_sha256: None,
     };
     probe_with(&setup).await
 }
@@ -522,11 +532,15 @@ mod tests {
     async fn forced_modes_do_not_probe() {
         let missing = Path::new("/nonexistent/qemu");
         assert_eq!(
-            choose(AccelMode::Tcg, missing, missing, None).await.accel,
+            choose(AccelMode::Tcg, missing, missing, None, None)
+                .await
+                .accel,
             Accel::Tcg
         );
         assert_eq!(
-            choose(AccelMode::Kvm, missing, missing, None).await.accel,
+            choose(AccelMode::Kvm, missing, missing, None, None)
+                .await
+                .accel,
             Accel::Kvm
         );
     }

@@ -156,7 +156,11 @@ impl Hypervisor for Qemu {
         let dir = self.config.runner_dir.join(VMS_DIR).join(&spec.name);
         check_socket_paths(&dir)?;
         let cache = Some(self.config.runner_dir.as_path());
-        let choice = accel::choose(self.mode, &self.config.qemu, &kernel, cache).await;
+        let kernel_sha256 = (spec.image.manifest.kernel.as_ref())
+            .and_then(|k| spec.image.manifest.sha256.get(k))
+            .map(String::as_str);
+        let choice =
+            accel::choose(self.mode, &self.config.qemu, &kernel, kernel_sha256, cache).await;
         let mut res = Resources::create(dir)?;
         let started = std::time::Instant::now();
         let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel);
