@@ -15,10 +15,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ghrunner_vm::config::{CredentialData, Credentials, Registration, RunnerSettings};
+use ghrunner_vm::config::{Registration, RunnerSettings};
 use ghrunner_vm::crypto::rsa::RunnerKey;
 use ghrunner_vm::localsvc::protocol::protocol_state;
-use ghrunner_vm::localsvc::state::AgentRecord;
 use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
 
 /// Warm-up before measuring (session creation, first token).
@@ -37,40 +36,7 @@ async fn main() {
     let proto = protocol_state(&svc.state());
     proto.set_poll_hold(Duration::ZERO);
     let key = RunnerKey::generate().unwrap();
-    let (agent_id, credentials) = {
-        let shared = svc.state();
-        let mut state = shared.lock();
-        let id = state.allocate_id();
-        let client_id = uuid::Uuid::new_v4().to_string();
-        state.agents.insert(
-            id,
-            AgentRecord {
-                id,
-                pool_id: 1,
-                name: "bench".into(),
-                version: "2.330.0".into(),
-                labels: vec![],
-                ephemeral: false,
-                disable_update: true,
-                os_description: None,
-                public_key: key.task_agent_public_key(),
-                client_id: client_id.clone(),
-                runner_admin: false,
-            },
-        );
-        let data = CredentialData {
-            client_id,
-            authorization_url: state.token_url(),
-            ..Default::default()
-        };
-        (
-            id,
-            Credentials {
-                scheme: "OAuth".into(),
-                data,
-            },
-        )
-    };
+    let (agent_id, credentials) = svc.seed_runner(&key, Some("bench"), "2.330.0", false);
     let root = tempfile::tempdir().unwrap();
     Registration {
         dir: root.path().join("runners/bench"),

@@ -8,6 +8,8 @@
 //! with their instants, so the order "previous VM gone → next job's first command" is checked
 //! on the recorded events, not on timing.
 
+#[path = "support/fake_image.rs"]
+mod fake;
 #[path = "support/listener.rs"]
 mod listener_support;
 #[path = "support/reports.rs"]
@@ -20,6 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fake::{TWO_STEPS as WORKFLOW, fake_image};
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
 use ghrunner_vm::localsvc::WorkflowJob;
 use ghrunner_vm::localsvc::protocol::{Delivery, ProtocolEvent, ProtocolState, protocol_state};
@@ -30,7 +33,7 @@ use ghrunner_vm::vm::{
 };
 use listener_support::{Attached, attach};
 use reports::CollectingReports;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wait::eventually;
@@ -38,17 +41,6 @@ use wait::eventually;
 const PATIENCE: Duration = Duration::from_secs(60);
 /// How long tearing a VM down takes.
 const TEARDOWN: Duration = Duration::from_secs(3);
-
-const WORKFLOW: &str = r#"
-name: handover
-on: push
-jobs:
-  build:
-    runs-on: [self-hosted, tiny]
-    steps:
-      - run: echo one
-      - run: echo two
-"#;
 
 /// What the test hypervisor did, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,16 +153,6 @@ impl Vm for TestVm {
         self.record.push(&self.name, Call::DestroyEnded);
         Ok(())
     }
-}
-
-/// A minimal image directory (never booted, the executor checks it).
-fn fake_image(dir: &Path) {
-    std::fs::write(dir.join("vmlinuz"), b"not a kernel").unwrap();
-    let manifest = json!({
-        "name": "tiny", "arch": "x86_64", "kernel": "vmlinuz",
-        "user": "root", "shell": "sh", "work_dir": "/work"
-    });
-    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
 }
 
 fn executor(
@@ -326,7 +308,13 @@ async fn stop(attached: Attached) {
         .expect("listener ends cleanly");
 }
 
-async fn one_registration(broker: bool) {
+/// A service, a fake image and the test hypervisor (logs go to the test's output).
+async fn setup() -> (
+    LocalService,
+    Arc<ProtocolState>,
+    tempfile::TempDir,
+    SlowTeardown,
+) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("ghrunner_vm=debug")
         .with_test_writer()
@@ -337,7 +325,11 @@ async fn one_registration(broker: bool) {
     let proto = protocol_state(&svc.state());
     let image = tempfile::tempdir().unwrap();
     fake_image(image.path());
-    let hypervisor = SlowTeardown::default();
+    (svc, proto, image, SlowTeardown::default())
+}
+
+async fn one_registration(broker: bool) {
+    let (svc, proto, image, hypervisor) = setup().await;
     let attached = attach(&svc, broker, executor(&hypervisor, image.path(), "r1"));
     let agent = attached.agent_id;
     let jobs = cancel_then_hand_over(&proto, &hypervisor.record, broker, agent).await;
@@ -357,13 +349,7 @@ async fn broker_a_job_delivered_during_teardown_runs_after_it() {
 }
 
 async fn two_registrations(broker: bool) {
-    let svc = LocalService::start(LocalServiceConfig::default())
-        .await
-        .unwrap();
-    let proto = protocol_state(&svc.state());
-    let image = tempfile::tempdir().unwrap();
-    fake_image(image.path());
-    let hypervisor = SlowTeardown::default();
+    let (svc, proto, image, hypervisor) = setup().await;
     let one = attach(&svc, broker, executor(&hypervisor, image.path(), "r1"));
     let two = attach(&svc, broker, executor(&hypervisor, image.path(), "r2"));
     let record = &hypervisor.record;

@@ -3,44 +3,15 @@
 
 use ghrunner_vm::client::http::RetryPolicy;
 use ghrunner_vm::client::{ClientError, HttpClient, TokenProvider};
-use ghrunner_vm::config::{CredentialData, Credentials};
+use ghrunner_vm::config::Credentials;
 use ghrunner_vm::crypto::jwt::{JwtAlgorithm, decode_unverified};
 use ghrunner_vm::crypto::rsa::RunnerKey;
-use ghrunner_vm::localsvc::state::AgentRecord;
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
 use reqwest::Method;
 
 /// Seeds the service with a runner holding `key` and returns its credentials.
 fn seed_agent(svc: &LocalService, key: &RunnerKey, fips: bool) -> Credentials {
-    let shared = svc.state();
-    let mut state = shared.lock();
-    let id = state.allocate_id();
-    let client_id = uuid::Uuid::new_v4().to_string();
-    state.agents.insert(
-        id,
-        AgentRecord {
-            id,
-            pool_id: 1,
-            name: format!("seeded-{id}"),
-            version: "2.330.0".into(),
-            labels: vec![],
-            ephemeral: false,
-            disable_update: true,
-            os_description: None,
-            public_key: key.task_agent_public_key(),
-            client_id: client_id.clone(),
-            runner_admin: false,
-        },
-    );
-    Credentials {
-        scheme: "OAuth".into(),
-        data: CredentialData {
-            client_id,
-            authorization_url: state.token_url(),
-            require_fips_cryptography: Some(if fips { "True" } else { "False" }.into()),
-            ..Default::default()
-        },
-    }
+    svc.seed_runner(key, None, "2.330.0", fips).1
 }
 
 fn token_requests(svc: &LocalService) -> Vec<ghrunner_vm::localsvc::RecordedRequest> {

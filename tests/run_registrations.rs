@@ -7,42 +7,22 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/fake_image.rs"]
+mod fake;
 #[path = "support/wait.rs"]
 mod wait;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use fake::{TWO_STEPS as WORKFLOW, fake_image};
 use ghrunner_vm::config::Settings;
 use ghrunner_vm::localsvc::protocol::protocol_state;
 use ghrunner_vm::localsvc::reporting::store;
 use ghrunner_vm::localsvc::{LocalService, WorkflowJob};
-use serde_json::{Value, json};
+use serde_json::Value;
 use wait::eventually;
-
-const WORKFLOW: &str = r#"
-name: fleet
-on: push
-jobs:
-  build:
-    runs-on: [self-hosted, tiny]
-    steps:
-      - run: echo one
-      - run: echo two
-"#;
-
-/// A minimal image directory (the null hypervisor never boots it, the executor checks it).
-fn fake_image(dir: &Path) -> String {
-    std::fs::write(dir.join("vmlinuz"), b"not a kernel").unwrap();
-    let manifest = json!({
-        "name": "tiny", "arch": "x86_64", "kernel": "vmlinuz",
-        "user": "root", "shell": "sh", "work_dir": "/work"
-    });
-    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-    format!("tiny={}", dir.display())
-}
 
 fn time(record: &Value, field: &str) -> Option<DateTime<Utc>> {
     record.get(field)?.as_str()?.parse().ok()

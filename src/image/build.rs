@@ -83,14 +83,7 @@ pub fn build(
             text,
         })
     };
-    let recipe_dir = tempfile::Builder::new()
-        .prefix("ghrunner-recipe-")
-        .tempdir()
-        .map_err(io(
-            "creating a temporary directory in",
-            std::env::temp_dir(),
-        ))?;
-    let script = recipe.materialize(recipe_dir.path())?;
+    let (_recipe_dir, script) = materialize(recipe)?;
 
     emit(
         ProgressKind::Step,
@@ -161,19 +154,25 @@ fn script_command(script: &Path, opts: &BuildOptions) -> Command {
     cmd
 }
 
-/// What the recipe's `check` says is missing on this host to build it (empty: nothing).
-pub fn missing_prerequisites(
-    recipe: &Recipe,
-    opts: &BuildOptions,
-) -> Result<Vec<Missing>, ImageError> {
-    let recipe_dir = tempfile::Builder::new()
+/// The recipe's files in a fresh temporary directory (removed when dropped), and its script.
+fn materialize(recipe: &Recipe) -> Result<(tempfile::TempDir, PathBuf), ImageError> {
+    let dir = tempfile::Builder::new()
         .prefix("ghrunner-recipe-")
         .tempdir()
         .map_err(io(
             "creating a temporary directory in",
             std::env::temp_dir(),
         ))?;
-    let script = recipe.materialize(recipe_dir.path())?;
+    let script = recipe.materialize(dir.path())?;
+    Ok((dir, script))
+}
+
+/// What the recipe's `check` says is missing on this host to build it (empty: nothing).
+pub fn missing_prerequisites(
+    recipe: &Recipe,
+    opts: &BuildOptions,
+) -> Result<Vec<Missing>, ImageError> {
+    let (_recipe_dir, script) = materialize(recipe)?;
     match check_prerequisites(recipe, &script, opts) {
         Ok(()) => Ok(Vec::new()),
         Err(ImageError::MissingPrerequisites { missing, .. }) => Ok(missing),

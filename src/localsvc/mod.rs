@@ -243,6 +243,48 @@ impl LocalService {
         })
     }
 
+    /// Adds a runner named `name` (version `version`) to pool 1 directly in the state, as if
+    /// it had registered with `key`; returns its agent id and credentials (`fips` sets
+    /// `requireFipsCryptography`). For tests and benchmarks that need a runner without going
+    /// through registration.
+    pub fn seed_runner(
+        &self,
+        key: &crate::crypto::rsa::RunnerKey,
+        name: Option<&str>,
+        version: &str,
+        fips: bool,
+    ) -> (u64, crate::config::Credentials) {
+        let mut state = self.shared.lock();
+        let id = state.allocate_id();
+        let client_id = uuid::Uuid::new_v4().to_string();
+        state.agents.insert(
+            id,
+            state::AgentRecord {
+                id,
+                pool_id: 1,
+                name: name.map_or_else(|| format!("seeded-{id}"), str::to_owned),
+                version: version.to_owned(),
+                labels: vec![],
+                ephemeral: false,
+                disable_update: true,
+                os_description: None,
+                public_key: key.task_agent_public_key(),
+                client_id: client_id.clone(),
+                runner_admin: false,
+            },
+        );
+        let credentials = crate::config::Credentials {
+            scheme: "OAuth".into(),
+            data: crate::config::CredentialData {
+                client_id,
+                authorization_url: state.token_url(),
+                require_fips_cryptography: Some(if fips { "True" } else { "False" }.into()),
+                ..Default::default()
+            },
+        };
+        (id, credentials)
+    }
+
     /// A copy of every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()

@@ -9,14 +9,13 @@ use std::time::Duration;
 use ghrunner_vm::client::TokenProvider;
 use ghrunner_vm::client::http::{HttpClient, RetryPolicy};
 use ghrunner_vm::client::session::RunnerIdentity;
-use ghrunner_vm::config::{CredentialData, Credentials};
+use ghrunner_vm::config::Credentials;
 use ghrunner_vm::crypto::rsa::RunnerKey;
 use ghrunner_vm::job::lifecycle::JobExecutor;
 use ghrunner_vm::listener::backoff::Timings;
 use ghrunner_vm::listener::{Listener, ListenerConfig, ListenerError};
 use ghrunner_vm::localsvc::LocalService;
 use ghrunner_vm::localsvc::protocol::protocol_state;
-use ghrunner_vm::localsvc::state::AgentRecord;
 use ghrunner_vm::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -25,36 +24,7 @@ pub const VERSION: &str = "2.330.0";
 
 /// Adds a runner with `key` to the service's state; returns its agent id and credentials.
 pub fn seed_agent(svc: &LocalService, key: &RunnerKey) -> (u64, Credentials) {
-    let shared = svc.state();
-    let mut state = shared.lock();
-    let id = state.allocate_id();
-    let client_id = uuid::Uuid::new_v4().to_string();
-    state.agents.insert(
-        id,
-        AgentRecord {
-            id,
-            pool_id: 1,
-            name: format!("seeded-{id}"),
-            version: VERSION.into(),
-            labels: vec![],
-            ephemeral: false,
-            disable_update: true,
-            os_description: None,
-            public_key: key.task_agent_public_key(),
-            client_id: client_id.clone(),
-            runner_admin: false,
-        },
-    );
-    let creds = Credentials {
-        scheme: "OAuth".into(),
-        data: CredentialData {
-            client_id,
-            authorization_url: state.token_url(),
-            require_fips_cryptography: Some("False".into()),
-            ..Default::default()
-        },
-    };
-    (id, creds)
+    svc.seed_runner(key, None, VERSION, false)
 }
 
 /// A listener running on its own task.
