@@ -7,6 +7,7 @@
 //! | 2 | bad command-line usage (clap) |
 //! | 3 | the registration is gone on the server: register again |
 //! | 5 | session conflict: another process holds this runner's session (as the official runner) |
+//! | 7 | every registration's runner version is refused by the service and no newer one is known (as the official runner with `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`) |
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ pub enum ExitStatus {
     RegistrationGone,
     /// Another process holds this runner's session.
     SessionConflict,
+    /// The service refuses the advertised runner version.
+    VersionRejected,
 }
 
 impl ExitStatus {
@@ -34,6 +37,7 @@ impl ExitStatus {
             ExitStatus::Usage => 2,
             ExitStatus::RegistrationGone => 3,
             ExitStatus::SessionConflict => 5,
+            ExitStatus::VersionRejected => 7,
         }
     }
 }

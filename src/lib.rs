@@ -32,12 +32,14 @@
 //! - [`vm`]: the hypervisor seam and its QEMU backend.
 //! - [`image`]: runner image manifests and recipes.
 //! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo.
-//! - [`exit`]: the process exit codes.
+//! - [`exit`]: the process exit codes; [`errors`]: errors shown with their causes.
+//! - [`version`]: the official runner version advertised, and how it stays current.
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod errors;
 pub mod exit;
 pub mod expr;
 pub mod image;
@@ -46,4 +48,5 @@ pub mod listener;
 pub mod localsvc;
 pub mod metrics;
 pub mod protocol;
+pub mod version;
 pub mod vm;

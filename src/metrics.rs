@@ -1,8 +1,9 @@
 //! Operational metrics of a `run` process and their Prometheus text exposition (format 0.0.4),
 //! served on `--metrics-addr` by [`serve`].
 //!
-//! Owns: job counters by outcome, the VM boot-time histogram, poll errors and the active-VM
-//! gauge. Everything is lock-free atomics; rendering is pure ([`Metrics::render`]).
+//! Owns: job counters by outcome, the VM boot-time histogram, poll errors, the active-VM
+//! gauge and the advertised runner version. Counters are lock-free atomics; rendering is pure
+//! ([`Metrics::render`]).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct Metrics {
     boot_count: AtomicU64,
     /// Sum of boot times in microseconds.
     boot_sum_micros: AtomicU64,
+    /// The version policy whose advertised version is exposed.
+    versions: std::sync::OnceLock<Arc<crate::version::VersionPolicy>>,
 }
 
 /// Decrements the active-VM gauge when dropped.
@@ -61,6 +64,11 @@ impl Metrics {
             TaskResult::Failed | TaskResult::Abandoned => &self.jobs_failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Exposes the version `versions` advertises (`ghrunner_vm_runner_version_info`).
+    pub fn watch_runner_version(&self, versions: Arc<crate::version::VersionPolicy>) {
+        let _ = self.versions.set(versions);
     }
 
     /// A long poll (or session call) failed.
@@ -142,6 +150,19 @@ impl Metrics {
         let sum = get(&self.boot_sum_micros) as f64 / 1e6;
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        if let Some(versions) = self.versions.get() {
+            let now = versions.current();
+            let name = "ghrunner_vm_runner_version_info";
+            let _ = writeln!(
+                out,
+                "# HELP {name} The official runner version advertised, where it came from, and \
+                 the newest version whose protocol changes were reviewed.\n# TYPE {name} gauge\n\
+                 {name}{{version=\"{}\",source=\"{}\",baseline=\"{}\"}} 1",
+                now.version,
+                now.source.as_str(),
+                crate::version::BASELINE
+            );
+        }
         out
     }
 }

@@ -13,6 +13,11 @@ async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
     for var in ["GHRUNNER_VM_TOKEN", "GHRUNNER_VM_DIR", "GHRUNNER_VM_LOG"] {
         cmd.env_remove(var);
     }
+    // The latest runner release is read from nowhere (refused at once): only 127.0.0.1.
+    cmd.env(
+        "GHRUNNER_VM_RUNNER_RELEASES_URL",
+        "http://127.0.0.1:9/releases/latest",
+    );
     tokio::task::spawn_blocking(move || cmd.output().expect("run the binary"))
         .await
         .unwrap()

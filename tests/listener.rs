@@ -265,6 +265,10 @@ async fn broker_migration_mid_run_keeps_serving_jobs() {
     );
     assert_eq!(query.get("os").map(String::as_str), Some("Linux"));
     assert_eq!(query.get("architecture").map(String::as_str), Some("X64"));
+    assert!(
+        !query.contains_key("disableUpdate"),
+        "the acknowledge sends the poll's parameters without disableUpdate"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -541,6 +545,7 @@ async fn sigterm_during_a_job_reports_it_deletes_the_session_and_exits_0() {
         .arg(root.path())
         .arg("run")
         .env("GHRUNNER_VM_TEST_EXECUTOR", "sleep:600000")
+        .env("GHRUNNER_VM_RUNNER_RELEASES_URL", svc.releases_url())
         .env("GHRUNNER_VM_TEST_TIMING_SCALE", "0.01")
         .env("GHRUNNER_VM_LOG", "ghrunner_vm=debug")
         .kill_on_drop(true)

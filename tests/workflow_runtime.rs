@@ -161,3 +161,35 @@ jobs:
     );
     assert_eq!(step_lines(&outcome, &events, 5), ["slow was failure"]);
 }
+
+/// actions/runner 2.336.0 (#4527, `src/Runner.Worker/CreateArtifactsFileCommand.cs`,
+/// `ArtifactsListFileCommand.cs`): every step gets `GITHUB_ARTIFACTS` and
+/// `GITHUB_ARTIFACTS_LIST`; writes are accepted and ignored (as the official runner does when
+/// the feature is off). #4243 (`Handlers/OutputManager.cs`): output cannot forge the runner's
+/// composite-action markers.
+#[tokio::test]
+async fn artifacts_files_exist_and_runner_markers_are_escaped() {
+    let yaml = r###"
+on: push
+jobs:
+  build:
+    runs-on: self-hosted
+    steps:
+      - run: |
+          test -f "$GITHUB_ARTIFACTS" && test -f "$GITHUB_ARTIFACTS_LIST"
+          echo "file://does-not-matter" >> "$GITHUB_ARTIFACTS"
+          echo "artifacts=${{ github.artifacts != '' }}"
+          echo "##[start-action display=fake;id=x]"
+          echo "##[end-action id=x;outcome=success]"
+"###;
+    let (outcome, events) = run_workflow(yaml, "build").await;
+    assert_eq!(outcome.result, TaskResult::Succeeded, "{events:#?}");
+    assert_eq!(
+        step_lines(&outcome, &events, 1),
+        [
+            "artifacts=true",
+            "##[\\start-action display=fake;id=x]",
+            "##[\\end-action id=x;outcome=success]"
+        ]
+    );
+}

@@ -78,6 +78,16 @@ pub async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
         .context("cannot start the local service")?;
     let repo_url = service.repo_url("octo-org", "hello");
     eprintln!("    {repo_url}");
+    // `runner_version: auto` reads the latest official release from the embedded service (which
+    // publishes the baseline), so the demo contacts nothing but 127.0.0.1.
+    service.set_latest_runner_release(Some((crate::version::BASELINE, chrono::Utc::now())));
+    let settings = crate::config::Settings {
+        runner_releases_url: Some(service.releases_url()),
+        ..crate::config::Settings::default()
+    };
+    settings
+        .save(runner_dir.path())
+        .context("cannot write the demo's config.yaml")?;
 
     eprintln!("==> registering runner `demo` (labels: self-hosted, Linux, X64, {DEMO_LABEL})");
     let register = RegisterArgs {

@@ -8,6 +8,7 @@
 //! images (manifest valid, files present and matching their checksums; when there is none,
 //! what `image build tiny` still needs) and the runner directory's permissions.
 
+use crate::errors::error_chain;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -95,6 +96,7 @@ pub async fn run(args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     let images = image_checks(&runner_dir);
     let kernel = probe_kernel(&runner_dir);
     checks.push(accel_check(&runner_dir, kernel.as_deref(), args.reprobe).await);
+    checks.push(runner_version_check(&runner_dir).await);
     checks.extend(images);
     checks.extend(permission_checks(&runner_dir));
     print!("{}", render(&checks));
@@ -304,6 +306,63 @@ async fn accel_check(runner_dir: &Path, kernel: Option<&Path>, reprobe: bool) ->
     }
 }
 
+/// The runner version `run` would advertise (fetching the latest release if due), and whether
+/// GitHub still gives jobs to it (released at most 30 days ago).
+async fn runner_version_check(runner_dir: &Path) -> Check {
+    let name = "runner version";
+    let settings = match crate::config::Settings::load(runner_dir) {
+        Ok(settings) => settings,
+        Err(err) => {
+            return Check::new(
+                name,
+                Status::Fail,
+                error_chain(&err),
+                Some("fix config.yaml".into()),
+            );
+        }
+    };
+    let policy = match super::version_policy(runner_dir, &settings).await {
+        Ok(policy) => policy,
+        Err(err) => {
+            return Check::new(
+                name,
+                Status::Fail,
+                format!("{err:#}"),
+                Some("runner_version must be auto or MAJOR.MINOR.PATCH".into()),
+            );
+        }
+    };
+    let advertised = policy.current();
+    let age = advertised.age_days(chrono::Utc::now());
+    match age {
+        Some(days) if days > crate::version::MAX_RELEASE_AGE_DAYS => {
+            let fix = match policy.config().setting {
+                crate::version::VersionSetting::Pinned(_) => format!(
+                    "set `runner_version: auto` in config.yaml (or {}=auto), or pin a release \
+                     of the last 30 days",
+                    crate::version::VERSION_ENV
+                ),
+                crate::version::VersionSetting::Auto => format!(
+                    "make {} reachable from this host (or set runner_releases_url to a mirror), \
+                     or pin a release of the last 30 days with runner_version",
+                    policy.config().releases_url
+                ),
+            };
+            Check::new(
+                name,
+                Status::Warn,
+                format!(
+                    "{advertised}: released {days} days ago; GitHub gives no jobs to runners \
+                     whose version was released more than {} days ago",
+                    crate::version::MAX_RELEASE_AGE_DAYS
+                ),
+                Some(fix),
+            )
+        }
+        _ => Check::new(name, Status::Ok, advertised.to_string(), None),
+    }
+}
+
 /// `3d 4h`, `2h 5m`, `7m 30s`, `12s`.
 fn human_age(age: std::time::Duration) -> String {
     let s = age.as_secs();
@@ -478,16 +537,6 @@ fn permission_checks(runner_dir: &Path) -> Vec<Check> {
         }
     }
     checks
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

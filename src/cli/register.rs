@@ -15,6 +15,7 @@ use crate::crypto::rsa::RunnerKey;
 use crate::exit::ExitStatus;
 use crate::image::Image;
 use crate::protocol::Secret;
+use crate::version::VersionPolicy;
 
 /// Register this machine as a runner of a repository or organisation.
 ///
@@ -90,7 +91,8 @@ pub async fn run(args: RegisterArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     if let Some(blob) = &args.jitconfig {
         register_jit(blob, &dir, args.replace)?;
     } else {
-        register_with_token(&args, &dir, labels).await?;
+        let versions = super::version_policy(&dir, &settings).await?;
+        register_with_token(&args, &dir, labels, &versions).await?;
     }
     if !images.is_empty() {
         settings.save(&dir)?;
@@ -159,6 +161,7 @@ async fn register_with_token(
     args: &RegisterArgs,
     dir: &Path,
     labels: Vec<String>,
+    versions: &VersionPolicy,
 ) -> anyhow::Result<()> {
     let interactive = !args.unattended && std::io::stdin().is_terminal();
     let url = match &args.url {
@@ -183,6 +186,8 @@ async fn register_with_token(
         refuse_existing(dir, name, args.replace)?;
     }
     let http = HttpClient::new()?;
+    versions.bind(&http);
+    let runner_version = versions.current().version.to_string();
     for name in &names {
         let opts = RegisterOptions {
             name: name.clone(),
@@ -192,6 +197,7 @@ async fn register_with_token(
             ephemeral: args.ephemeral,
             replace: args.replace,
             disable_update: args.disable_update,
+            runner_version: runner_version.clone(),
         };
         register_one(&http, &github, &token, &opts, dir).await?;
     }
@@ -210,7 +216,12 @@ async fn register_one(
     let mut progress = |line: &str| println!("  {line}");
     let registered = registration::register(http, github, token, &key, opts, &mut progress)
         .await
-        .with_context(|| format!("cannot register runner {:?}", opts.name))?;
+        .with_context(|| {
+            format!(
+                "cannot register runner {:?} (as official runner version {})",
+                opts.name, opts.runner_version
+            )
+        })?;
     let registration = Registration {
         dir: runner_files::registration_dir(dir, &opts.name)?,
         runner: registered.runner,

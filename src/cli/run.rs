@@ -25,19 +25,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::run_vm::{QemuExecutor, host_runtime, load_settings, qemu_backend, serve_metrics};
+use crate::client::TokenProvider;
 use crate::client::http::{HttpClient, RetryPolicy, runner_arch};
 use crate::client::session::RunnerIdentity;
-use crate::client::{RUNNER_VERSION, TokenProvider};
+use crate::config::Settings;
 use crate::config::runner::{Registration, list_registration_dirs};
 use crate::exit::ExitStatus;
 use crate::job::executor::{HostRuntime, ServiceReports, VmJobExecutor};
 use crate::job::lifecycle::{ExecutorError, JobExecutor, JobOutcome};
 use crate::listener::backoff::Timings;
 use crate::listener::jobs::runner_os;
-use crate::listener::{CANCEL_KILL_AFTER, Listener, ListenerConfig, SHUTDOWN_GRACE};
+use crate::listener::{CANCEL_KILL_AFTER, Listener, ListenerConfig, ListenerError, SHUTDOWN_GRACE};
 use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
 use crate::protocol::lifecycle::VariableValue;
+use crate::version::VersionPolicy;
 use crate::vm::null::NullHypervisor;
 use crate::vm::qemu::Qemu;
 
@@ -134,7 +136,7 @@ impl JobExecutor for RunExecutor {
 }
 
 /// Builds what the executors of `run` come from, for the runner directory `dir`.
-pub fn build_executor(dir: &std::path::Path) -> anyhow::Result<ExecutorSource> {
+pub fn build_executor(dir: &std::path::Path, settings: Settings) -> anyhow::Result<ExecutorSource> {
     if let Ok(spec) = std::env::var(TEST_EXECUTOR_ENV) {
         tracing::warn!("{TEST_EXECUTOR_ENV} is set: jobs are NOT run, they only sleep (test hook)");
         return SleepExecutor::parse(&spec).map(ExecutorSource::Sleep);
@@ -147,10 +149,9 @@ pub fn build_executor(dir: &std::path::Path) -> anyhow::Result<ExecutorSource> {
             "{TEST_HYPERVISOR_ENV} is set: jobs run on the null hypervisor, none of their \
              commands is executed (test hook)"
         );
-        let runtime = host_runtime(dir, load_settings(dir)?, null)?;
+        let runtime = host_runtime(dir, settings, null)?;
         return Ok(ExecutorSource::Null(Box::new(runtime)));
     }
-    let settings = load_settings(dir)?;
     let qemu = qemu_backend(dir, &settings)?;
     host_runtime(dir, settings, qemu).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
 }
@@ -206,8 +207,12 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
             dir.display()
         );
     }
-    let source = build_executor(&dir)?;
+    let settings = load_settings(&dir)?;
+    let versions = Arc::new(super::version_policy(&dir, &settings).await?);
+    let source = build_executor(&dir, settings)?;
     let metrics = source.metrics();
+    metrics.watch_runner_version(Arc::clone(&versions));
+    let _refresh = versions.spawn_daily_refresh();
     if let Some(addr) = args.metrics_addr {
         serve_metrics(addr, Arc::clone(&metrics)).await?;
     }
@@ -218,41 +223,40 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         let registration = Registration::load(&reg_dir)
             .with_context(|| format!("cannot load the registration in {}", reg_dir.display()))?;
         let executor = Arc::new(source.executor(&registration));
-        let listener =
-            build_listener(registration, args.once, executor)?.with_metrics(Arc::clone(&metrics));
+        let listener = build_listener(registration, args.once, executor, Arc::clone(&versions))?
+            .with_metrics(Arc::clone(&metrics));
         let shutdown = shutdown.clone();
         tasks.spawn(async move { listener.run(shutdown).await });
     }
-    let mut status = ExitStatus::Success;
+    let registrations = tasks.len();
+    let (mut status, mut rejected) = (ExitStatus::Success, 0);
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok(())) => {}
+            Ok(Err(err @ ListenerError::VersionRejected { .. })) => {
+                // This registration stops; the others keep serving (they may be accepted).
+                eprintln!("error: {}", crate::errors::error_chain(&err));
+                rejected += 1;
+            }
             Ok(Err(err)) => {
-                eprintln!("error: {}", err_with_status(&err, &mut status));
+                eprintln!("error: {}", crate::errors::error_chain(&err));
+                status = err.exit_status();
                 shutdown.cancel();
             }
             Err(err) => return Err(err).context("a listener task failed"),
         }
     }
-    Ok(status)
-}
-
-fn err_with_status(err: &crate::listener::ListenerError, status: &mut ExitStatus) -> String {
-    *status = err.exit_status();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    if rejected == registrations {
+        return Ok(ExitStatus::VersionRejected);
     }
-    text
+    Ok(status)
 }
 
 fn build_listener(
     registration: Registration,
     once: bool,
     executor: Arc<RunExecutor>,
+    versions: Arc<VersionPolicy>,
 ) -> anyhow::Result<Listener<RunExecutor>> {
     let http = HttpClient::with_retry(RetryPolicy::NONE)?;
     let tokens = Arc::new(TokenProvider::for_registration(
@@ -273,7 +277,7 @@ fn build_listener(
         agent_id: runner.agent_id,
         agent_name: runner.agent_name.clone(),
         pool_id: runner.pool_id,
-        version: RUNNER_VERSION.to_owned(),
+        version: versions.current().version.to_string(),
         os: runner_os().to_owned(),
         architecture: runner_arch().to_owned(),
         owner_name: format!("{host} (PID: {})", std::process::id()),
@@ -287,6 +291,8 @@ fn build_listener(
         server_url: runner.server_url.clone(),
         broker_url,
         once: once || runner.ephemeral,
+        ephemeral: runner.ephemeral,
+        versions,
         state_dir: registration.dir.clone(),
         timings,
         shutdown_grace: scaled(SHUTDOWN_GRACE),

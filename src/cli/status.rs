@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::config::runner::{self as runner_files, Registration};
 use crate::exit::ExitStatus;
 use crate::image::Image;
+use crate::version::{BASELINE, VersionConfig, VersionPolicy};
 
 /// Show what is registered where, with which labels and images. Never prints secrets.
 #[derive(Debug, Args)]
@@ -64,6 +65,23 @@ pub struct StatusReport {
     pub images: Vec<ImageStatus>,
     /// Label used when `runs-on` names no image.
     pub default_image: Option<String>,
+    /// The official runner version `run` would advertise now (without fetching).
+    pub runner_version: VersionStatus,
+}
+
+/// The advertised runner version.
+#[derive(Debug, Serialize)]
+pub struct VersionStatus {
+    /// `auto` or the pinned version.
+    pub setting: String,
+    /// The version.
+    pub version: String,
+    /// `pinned`, `latest release`, `cache` or `baseline`.
+    pub source: &'static str,
+    /// Its release date, if known.
+    pub released: Option<String>,
+    /// The newest version whose protocol changes were reviewed.
+    pub baseline: String,
 }
 
 /// Runs `status`.
@@ -116,17 +134,45 @@ pub fn collect(dir: &Path) -> anyhow::Result<StatusReport> {
             },
         })
         .collect();
+    let config = VersionConfig::from_settings(
+        settings.runner_version,
+        settings.runner_releases_url.as_deref(),
+        Some(dir),
+    )?;
+    let advertised = VersionPolicy::offline(&config);
+    let runner_version = VersionStatus {
+        setting: config.setting.to_string(),
+        version: advertised.version.to_string(),
+        source: advertised.source.as_str(),
+        released: advertised
+            .released_at
+            .map(|at| at.format("%Y-%m-%d").to_string()),
+        baseline: BASELINE.to_string(),
+    };
     Ok(StatusReport {
         dir: dir.display().to_string(),
         runners,
         images,
         default_image: settings.default_image.clone(),
+        runner_version,
     })
 }
 
 /// Human-readable report.
 pub fn render(report: &StatusReport) -> String {
     let mut out = format!("Runner directory: {}\n", report.dir);
+    let v = &report.runner_version;
+    out.push_str(&format!(
+        "Runner version: {} ({}{}; runner_version: {}; protocol reviewed up to {})\n",
+        v.version,
+        v.source,
+        v.released
+            .as_deref()
+            .map(|d| format!(", released {d}"))
+            .unwrap_or_default(),
+        v.setting,
+        v.baseline
+    ));
     if report.runners.is_empty() {
         out.push_str("No runner is registered (run `ghrunner-vm register`).\n");
     }

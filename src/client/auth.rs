@@ -208,7 +208,7 @@ impl TokenProvider {
             Err(_) => ClientError::TokenRefused {
                 url: self.endpoint.clone(),
                 error: "unexpected answer".to_owned(),
-                description: describe_error_body(body).1,
+                description: describe_error_body(body).message,
             },
         }
     }

@@ -100,14 +100,9 @@ async fn check(resp: Response) -> Result<Response, ServiceError> {
             Err(ServiceError::Service { status, body })
         }
         _ => {
-            let (type_key, message) = super::http::describe_error_body(&raw);
-            Err(ServiceError::Client(ClientError::Status {
-                method,
-                url: String::from("<service>"),
-                status,
-                type_key,
-                message,
-            }))
+            let body = super::http::describe_error_body(&raw);
+            let url = String::from("<service>");
+            Err(ServiceError::Client(body.into_error(method, url, status)))
         }
     }
 }
@@ -211,9 +206,12 @@ impl BrokerClient {
         timeout: Duration,
     ) -> Result<(), ServiceError> {
         let body = serde_json::json!({ "runnerRequestId": runner_request_id });
+        // The poll's parameters without `disableUpdate` (BrokerHttpClient.AcknowledgeRunnerRequestAsync).
+        let mut query = poll_query(session_id, None, status, identity);
+        query.retain(|(name, _)| *name != "disableUpdate");
         let request = self
             .request(Method::POST, "acknowledge")?
-            .query(&poll_query(session_id, None, status, identity))
+            .query(&query)
             .header(CONTENT_TYPE, JSON_UTF8)
             .timeout(timeout)
             .body(body.to_string());

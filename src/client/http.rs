@@ -5,15 +5,16 @@
 //!
 //! Requests and headers are never logged (they carry tokens); only method, URL and status are.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::Rng as _;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderValue, USER_AGENT};
 use reqwest::{Method, Request, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::auth::TokenProvider;
-use super::{ClientError, RUNNER_VERSION, is_retryable_status};
+use super::{ClientError, is_retryable_status};
 use crate::protocol::lenient;
 use crate::protocol::vss::WrappedException;
 
@@ -59,9 +60,10 @@ impl RetryPolicy {
     }
 }
 
-/// The User-Agent: `GitHubActionsRunner-<OS>-<ARCH>/<version> ghrunner-vm/<crate version>`.
-/// GitHub's answers depend on one being present (protocol §0.4).
-pub fn user_agent() -> String {
+/// The User-Agent for runner version `version`:
+/// `GitHubActionsRunner-<OS>-<ARCH>/<version> ghrunner-vm/<crate version>`. GitHub's answers
+/// depend on one being present (protocol §0.4).
+pub fn user_agent_for(version: &str) -> String {
     let os = match std::env::consts::OS {
         "linux" => "Linux",
         "macos" => "OSX",
@@ -69,10 +71,37 @@ pub fn user_agent() -> String {
         other => other,
     };
     format!(
-        "GitHubActionsRunner-{os}-{}/{RUNNER_VERSION} ghrunner-vm/{}",
+        "GitHubActionsRunner-{os}-{}/{version} ghrunner-vm/{}",
         runner_arch(),
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// The User-Agent of an [`HttpClient`] and its clones, kept on the advertised runner version
+/// by [`crate::version::VersionPolicy::bind`].
+#[derive(Debug, Clone)]
+pub struct UserAgent(Arc<RwLock<HeaderValue>>);
+
+impl UserAgent {
+    fn new(version: &str) -> UserAgent {
+        UserAgent(Arc::new(RwLock::new(Self::value(version))))
+    }
+
+    fn value(version: &str) -> HeaderValue {
+        HeaderValue::from_str(&user_agent_for(version))
+            .unwrap_or_else(|_| HeaderValue::from_static("GitHubActionsRunner ghrunner-vm"))
+    }
+
+    /// Advertises `version` from the next request on.
+    pub fn set_runner_version(&self, version: &str) {
+        let value = Self::value(version);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    /// The header value now.
+    pub fn current(&self) -> HeaderValue {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// The runner architecture label: `X64`, `X86`, `ARM64` or `ARM`.
@@ -86,11 +115,12 @@ pub fn runner_arch() -> &'static str {
     }
 }
 
-/// The shared HTTP client. Cheap to clone.
+/// The shared HTTP client. Cheap to clone (clones share the User-Agent).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
     retry: RetryPolicy,
+    agent: UserAgent,
 }
 
 impl HttpClient {
@@ -101,13 +131,23 @@ impl HttpClient {
 
     /// A client with a custom retry policy.
     pub fn with_retry(retry: RetryPolicy) -> Result<Self, ClientError> {
+        let baseline = crate::version::BASELINE.to_string();
         let client = reqwest::Client::builder()
-            .user_agent(user_agent())
+            .user_agent(user_agent_for(&baseline))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(ClientError::Build)?;
-        Ok(HttpClient { client, retry })
+        Ok(HttpClient {
+            client,
+            retry,
+            agent: UserAgent::new(&baseline),
+        })
+    }
+
+    /// The User-Agent this client (and its clones) sends.
+    pub fn user_agent(&self) -> UserAgent {
+        self.agent.clone()
     }
 
     /// The underlying reqwest client, to start building a request.
@@ -117,7 +157,9 @@ impl HttpClient {
 
     /// A request builder for `method url`.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.client.request(method, url)
+        self.client
+            .request(method, url)
+            .header(USER_AGENT, self.agent.current())
     }
 
     /// The retry policy.
@@ -264,39 +306,61 @@ pub async fn error_for_status(method: &Method, resp: Response) -> Result<Respons
     }
     let url = redact_url(resp.url());
     let body = resp.bytes().await.unwrap_or_default();
-    let (type_key, message) = describe_error_body(&body);
-    Err(ClientError::Status {
-        method: method.clone(),
-        url,
-        status,
-        type_key,
-        message,
-    })
+    Err(describe_error_body(&body).into_error(method.clone(), url, status))
 }
 
-/// Extracts `(typeKey, message)` from an error body: a VSS `WrappedException`, a GitHub REST
-/// `{"message"}`, an OAuth `{"error","error_description"}`, or the start of a text body.
-pub fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+/// What an error body says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// VSS `typeKey`.
+    pub type_key: Option<String>,
+    /// The message.
+    pub message: Option<String>,
+    /// VSS `errorCode` (e.g. 1 on an `AccessDeniedException` for a deprecated runner version).
+    pub error_code: Option<u64>,
+}
+
+impl ErrorBody {
+    /// The [`ClientError::Status`] of a request that got this body.
+    pub fn into_error(self, method: Method, url: String, status: StatusCode) -> ClientError {
+        ClientError::Status {
+            method,
+            url,
+            status,
+            type_key: self.type_key,
+            message: self.message,
+            error_code: self.error_code,
+        }
+    }
+}
+
+/// Reads an error body: a VSS `WrappedException`, a GitHub REST `{"message"}`, an OAuth
+/// `{"error","error_description"}`, or the start of a text body.
+pub fn describe_error_body(body: &[u8]) -> ErrorBody {
     if let Ok(value) = lenient::from_slice::<serde_json::Value>(body) {
         if let Ok(wrapped) = serde_json::from_value::<WrappedException>(value.clone())
             && (wrapped.type_key.is_some() || wrapped.message.is_some())
         {
-            return (wrapped.type_key, wrapped.message);
+            return ErrorBody {
+                type_key: wrapped.type_key,
+                message: wrapped.message,
+                error_code: wrapped.error_code,
+            };
         }
         let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         if let Some(msg) = field("error_description").or_else(|| field("error")) {
-            return (None, Some(msg));
+            return ErrorBody {
+                message: Some(msg),
+                ..ErrorBody::default()
+            };
         }
     }
     let text = String::from_utf8_lossy(lenient::strip_bom(body));
     let text = text.trim();
-    if text.is_empty() {
-        return (None, None);
+    ErrorBody {
+        message: (!text.is_empty()).then(|| text.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()),
+        ..ErrorBody::default()
     }
-    (
-        None,
-        Some(text.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()),
-    )
 }
 
 /// Decodes a JSON response body (BOM stripped).
@@ -318,28 +382,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_agent_names_the_runner_and_us() {
-        let ua = user_agent();
+    fn user_agent_names_the_runner_and_us_and_follows_the_version() {
+        let ua = user_agent_for("2.336.0");
         assert!(ua.starts_with("GitHubActionsRunner-"), "{ua}");
-        assert!(
-            ua.contains(&format!("/{RUNNER_VERSION} ghrunner-vm/")),
-            "{ua}"
-        );
+        assert!(ua.contains("/2.336.0 ghrunner-vm/"), "{ua}");
+        let http = HttpClient::new().unwrap();
+        let clone = http.clone();
+        http.user_agent().set_runner_version("2.339.1");
+        let request = clone
+            .request(Method::GET, "http://127.0.0.1/")
+            .build()
+            .unwrap();
+        let sent = request.headers()[USER_AGENT].to_str().unwrap().to_owned();
+        assert!(sent.contains("/2.339.1 ghrunner-vm/"), "{sent}");
     }
 
     #[test]
     fn error_bodies_are_described() {
-        let (key, msg) = describe_error_body(
+        let body = describe_error_body(
             br#"{"$id":"1","message":"taken","typeKey":"TaskAgentSessionConflictException"}"#,
         );
-        assert_eq!(key.as_deref(), Some("TaskAgentSessionConflictException"));
-        assert_eq!(msg.as_deref(), Some("taken"));
-        let (_, msg) =
-            describe_error_body(br#"{"error":"invalid_client","error_description":"gone"}"#);
-        assert_eq!(msg.as_deref(), Some("gone"));
-        let (_, msg) = describe_error_body(b"plain failure\n");
-        assert_eq!(msg.as_deref(), Some("plain failure"));
-        assert_eq!(describe_error_body(b""), (None, None));
+        assert_eq!(
+            body.type_key.as_deref(),
+            Some("TaskAgentSessionConflictException")
+        );
+        assert_eq!(body.message.as_deref(), Some("taken"));
+        let body = describe_error_body(
+            br#"{"message":"Runner version v2.330.0 is deprecated","typeKey":"AccessDeniedException","errorCode":1}"#,
+        );
+        assert_eq!(body.error_code, Some(1));
+        let body = describe_error_body(br#"{"error":"invalid_client","error_description":"gone"}"#);
+        assert_eq!(body.message.as_deref(), Some("gone"));
+        let body = describe_error_body(b"plain failure\n");
+        assert_eq!(body.message.as_deref(), Some("plain failure"));
+        assert_eq!(describe_error_body(b""), ErrorBody::default());
     }
 
     #[test]

@@ -28,10 +28,6 @@ pub use auth::TokenProvider;
 pub use http::HttpClient;
 pub use url::GitHubUrl;
 
-/// Version of the official runner we report to the service (the server rejects versions it
-/// considers too old; `disableUpdate` keeps it from pushing updates).
-pub const RUNNER_VERSION: &str = "2.330.0";
-
 /// Errors talking to GitHub or the Actions service.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -79,6 +75,8 @@ pub enum ClientError {
         type_key: Option<String>,
         /// The server's message (`message`, `error_description` or the start of the body).
         message: Option<String>,
+        /// VSS `errorCode`, if the body was a wrapped exception that had one.
+        error_code: Option<u64>,
     },
     /// The answer was not the JSON we expected.
     #[error("cannot decode the answer of {url}")]
@@ -148,6 +146,8 @@ pub enum VssErrorKind {
     AccessTokenExpired,
     /// Access denied.
     AccessDenied,
+    /// The runner's version is not supported.
+    VersionNotSupported,
 }
 
 impl VssErrorKind {
@@ -162,6 +162,7 @@ impl VssErrorKind {
             "TaskAgentJobTokenExpiredException" => VssErrorKind::JobTokenExpired,
             "TaskAgentAccessTokenExpiredException" => VssErrorKind::AccessTokenExpired,
             "AccessDeniedException" => VssErrorKind::AccessDenied,
+            "TaskAgentVersionNotSupportedException" => VssErrorKind::VersionNotSupported,
             _ => return None,
         })
     }
@@ -206,6 +207,20 @@ impl ClientError {
         self.type_key().and_then(VssErrorKind::from_type_key)
     }
 
+    /// Whether the service refuses the runner's version: a VSS
+    /// `TaskAgentVersionNotSupportedException`, or an `AccessDeniedException` with error code 1
+    /// (the official client's "Runner version vX is deprecated and cannot receive messages").
+    pub fn is_version_rejection(&self) -> bool {
+        match self {
+            ClientError::Status { error_code, .. } => match self.vss_kind() {
+                Some(VssErrorKind::VersionNotSupported) => true,
+                Some(VssErrorKind::AccessDenied) => *error_code == Some(1),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether the error means the registration is gone (exit code 3).
     pub fn is_registration_deleted(&self) -> bool {
         matches!(self, ClientError::RegistrationDeleted { .. })
@@ -230,6 +245,7 @@ mod tests {
             status: StatusCode::from_u16(code).unwrap(),
             type_key: type_key.map(str::to_owned),
             message: Some("boom".into()),
+            error_code: None,
         }
     }
 

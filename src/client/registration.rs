@@ -19,7 +19,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use super::http::{HttpClient, read_json, runner_arch};
 use super::url::GitHubUrl;
-use super::{ClientError, RUNNER_VERSION, TokenProvider};
+use super::{ClientError, TokenProvider};
 use crate::config::runner::{CredentialData, Credentials, RunnerSettings, SCHEME_OAUTH};
 use crate::crypto::rsa::RunnerKey;
 use crate::protocol::Secret;
@@ -58,6 +58,8 @@ pub struct RegisterOptions {
     pub replace: bool,
     /// Ask the server not to offer updates.
     pub disable_update: bool,
+    /// The official runner version to register as ([`crate::version::VersionPolicy`]).
+    pub runner_version: String,
 }
 
 /// Which registration flow was used.
@@ -475,7 +477,7 @@ async fn register_legacy(
 
     let mut agent = existing.clone().unwrap_or_default();
     agent.name = opts.name.clone();
-    agent.version = RUNNER_VERSION.to_owned();
+    agent.version = opts.runner_version.clone();
     agent.os_description = Some(host_description());
     agent.max_parallelism = Some(1);
     agent.ephemeral = Some(opts.ephemeral);
@@ -619,7 +621,7 @@ async fn register_runner_admin(
         url: github.url.clone(),
         group_id: group.id,
         name: opts.name.clone(),
-        version: RUNNER_VERSION.to_owned(),
+        version: opts.runner_version.clone(),
         updates_disabled: opts.disable_update,
         ephemeral: opts.ephemeral,
         labels: labels.clone(),
@@ -747,6 +749,7 @@ mod tests {
             ephemeral: false,
             replace: false,
             disable_update: true,
+            runner_version: "2.336.0".into(),
         }
     }
 

@@ -8,6 +8,8 @@
 //! vm: {accel: auto, cpus: 2, memory_mib: 2048, network: user, boot_timeout_secs: 120}
 //! limits: {max_vm_cpus: 0, max_vm_memory_mib: 0}   # 0 = derive from the host
 //! hooks: {job_started: null, job_completed: null}  # host scripts
+//! runner_version: auto                 # or X.Y.Z (env GHRUNNER_VM_RUNNER_VERSION overrides)
+//! runner_releases_url: null            # latest-release endpoint (default: api.github.com)
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, fs};
+use crate::version::VersionSetting;
 
 /// File name of the settings inside the runner directory.
 pub const SETTINGS_FILE: &str = "config.yaml";
@@ -37,6 +40,13 @@ pub struct Settings {
     pub limits: Limits,
     /// Host scripts run around each job.
     pub hooks: Hooks,
+    /// The official runner version to advertise: `auto` (follow the releases) or `X.Y.Z`
+    /// (see [`crate::version`]).
+    pub runner_version: VersionSetting,
+    /// Where `auto` reads the latest official release (a GitHub REST `releases/latest`
+    /// document); default `https://api.github.com/repos/actions/runner/releases/latest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_releases_url: Option<String>,
 }
 
 /// VM defaults.

@@ -1,6 +1,7 @@
 //! Listing images: the directories under `<runner dir>/images/` plus the ones registered to
 //! labels in the runner's settings, each with its manifest or the reason it is unusable.
 
+use crate::errors::error_chain;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -55,17 +56,6 @@ pub fn list(images_dir: &Path, labels: &BTreeMap<String, PathBuf>) -> Vec<Listed
             }
         })
         .collect()
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

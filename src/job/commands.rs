@@ -279,7 +279,7 @@ impl CommandProcessor {
 
     /// Processes one output line (without its newline).
     pub fn process_line(&mut self, line: &str) -> Vec<CommandEffect> {
-        let plain = || vec![CommandEffect::Log(line.to_owned())];
+        let plain = || vec![CommandEffect::Log(escape_runner_markers(line))];
         if !line.contains("::") && !line.contains("##[") {
             return plain();
         }
@@ -596,3 +596,15 @@ fn workspace_relative(file: &str, workspace: Option<&str>) -> String {
 #[cfg(test)]
 #[path = "commands_tests.rs"]
 mod tests;
+
+/// Output a step prints may not forge the runner's composite-action markers: `##[start-action`
+/// and `##[end-action` become `##[\start-action` and `##[\end-action` in every line that is not a
+/// command (actions/runner #4243/#4267, `src/Runner.Worker/Handlers/OutputManager.cs`).
+pub fn escape_runner_markers(line: &str) -> String {
+    if line.contains("##[start-action") || line.contains("##[end-action") {
+        line.replace("##[start-action", "##[\\start-action")
+            .replace("##[end-action", "##[\\end-action")
+    } else {
+        line.to_owned()
+    }
+}

@@ -444,3 +444,22 @@ fn echo_without_a_value_fails() {
         Some(&Debug("Setting echo command value to 'off'".into()))
     );
 }
+
+#[test]
+fn runner_markers_in_output_are_escaped_but_commands_still_work() {
+    let mut p = processor();
+    assert_eq!(
+        logged(&p.process_line("x ##[start-action display=a;id=b] y")),
+        ["x ##[\\start-action display=a;id=b] y"]
+    );
+    assert_eq!(
+        logged(&p.process_line("##[end-action id=b;outcome=success]")),
+        ["##[\\end-action id=b;outcome=success]"]
+    );
+    assert_eq!(logged(&p.process_line("plain line")), ["plain line"]);
+    // A real command is processed, not escaped.
+    assert_eq!(
+        p.process_line("::add-mask::s3cr3t"),
+        [AddMask("s3cr3t".into())]
+    );
+}

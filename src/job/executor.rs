@@ -22,6 +22,7 @@
 //! not acquired gets [`JobExecutor::discard_prepared`]; a prepared VM for another job id is
 //! killed when the next job starts.
 
+use crate::errors::ErrorChain;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -621,21 +622,6 @@ pub fn hook_facts(message: &AgentJobRequestMessage, runner_name: &str) -> HookFa
         workflow: github("workflow"),
         runner_name: runner_name.to_owned(),
         result: None,
-    }
-}
-
-/// Displays an error with its causes: `a: b: c`.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 

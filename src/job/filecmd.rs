@@ -39,17 +39,30 @@ pub enum FileCommand {
     Path,
     /// `GITHUB_STEP_SUMMARY`: markdown for the run summary.
     StepSummary,
+    /// `GITHUB_ARTIFACTS` (actions/runner 2.336.0): artifact subjects a step declares. Created
+    /// and exported; not processed (the official runner processes it only behind a server
+    /// flag and sends the subjects nowhere), see protocol-fixtures/RUNNER-VERSIONS.md.
+    Artifacts,
+    /// `GITHUB_ARTIFACTS_LIST`: the subjects captured so far (read-only; always empty here).
+    ArtifactsList,
 }
 
 impl FileCommand {
     /// All file commands, in the order the runtime processes them.
-    pub const ALL: [FileCommand; 5] = [
+    pub const ALL: [FileCommand; 7] = [
         FileCommand::Path,
         FileCommand::Env,
         FileCommand::StepSummary,
         FileCommand::State,
         FileCommand::Output,
+        FileCommand::Artifacts,
+        FileCommand::ArtifactsList,
     ];
+
+    /// Whether the runtime reads the file back after the step.
+    pub fn is_read_back(self) -> bool {
+        !matches!(self, FileCommand::Artifacts | FileCommand::ArtifactsList)
+    }
 
     /// The environment variable holding the file's path (`GITHUB_ENV`, …).
     pub fn env_var(self) -> &'static str {
@@ -59,6 +72,8 @@ impl FileCommand {
             FileCommand::State => "GITHUB_STATE",
             FileCommand::Path => "GITHUB_PATH",
             FileCommand::StepSummary => "GITHUB_STEP_SUMMARY",
+            FileCommand::Artifacts => "GITHUB_ARTIFACTS",
+            FileCommand::ArtifactsList => "GITHUB_ARTIFACTS_LIST",
         }
     }
 
@@ -70,6 +85,8 @@ impl FileCommand {
             FileCommand::State => "state",
             FileCommand::Path => "path",
             FileCommand::StepSummary => "step_summary",
+            FileCommand::Artifacts => "artifacts",
+            FileCommand::ArtifactsList => "artifacts_list",
         }
     }
 
@@ -81,6 +98,8 @@ impl FileCommand {
             FileCommand::State => "save_state_",
             FileCommand::Path => "add_path_",
             FileCommand::StepSummary => "step_summary_",
+            FileCommand::Artifacts => "artifacts_",
+            FileCommand::ArtifactsList => "artifacts_list_",
         }
     }
 

@@ -100,6 +100,33 @@ pub enum PlanError {
     },
 }
 
+/// `system.orchestrationId` if `actions_set_orchestration_id_env_for_actions` is true.
+fn orchestration_id(message: &AgentJobRequestMessage) -> Option<String> {
+    let enabled = message
+        .variables
+        .value("actions_set_orchestration_id_env_for_actions")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let id = message.variables.value("system.orchestrationId")?;
+    (enabled && !id.is_empty()).then(|| id.to_owned())
+}
+
+/// Job-message features of newer official runners that ghrunner-vm accepts and does not act
+/// on (protocol-fixtures/RUNNER-VERSIONS.md): the DAP debugger (`enableDebugger`,
+/// `debuggerTunnel`, `debuggerWelcomeMessage`) and `snapshot` (turn the VM into an image after
+/// the job). Logged at debug level, values never (the tunnel carries a host token).
+fn log_ignored_features(message: &AgentJobRequestMessage) {
+    if message.enable_debugger || message.debugger_tunnel.is_some() {
+        tracing::debug!(
+            enable_debugger = message.enable_debugger,
+            tunnel = message.debugger_tunnel.is_some(),
+            "the job asks for the Actions debugger; ghrunner-vm does not provide it, ignored"
+        );
+    }
+    if message.snapshot.is_some() {
+        tracing::debug!("the job asks for a snapshot (custom image); not supported, ignored");
+    }
+}
+
 /// The guest paths of one job (all absolute, `/`-separated).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WorkspaceLayout {
@@ -312,6 +339,10 @@ pub struct JobPlan {
     pub id_token_request_token: Option<String>,
     /// The `github.event` payload as written to `event.json` (indented JSON).
     pub event_json: String,
+    /// `ACTIONS_ORCHESTRATION_ID` for every step: `system.orchestrationId`, when the job
+    /// variable `actions_set_orchestration_id_env_for_actions` is true (actions/runner #4178,
+    /// `src/Runner.Worker/Handlers/ScriptHandler.cs`).
+    pub orchestration_id: Option<String>,
 }
 
 impl JobPlan {
@@ -339,15 +370,26 @@ impl JobPlan {
         let built = contexts::build(message, facts)?;
         let mut steps = Vec::new();
         let mut ignored_steps = 0;
+        if message.steps.iter().any(JobStep::is_background) {
+            // Running them in order would change what the workflow means: refuse instead.
+            return Err(PlanError::Unsupported {
+                feature: "background steps (`background: true` and their wait, wait-all and \
+                          cancel steps, actions/runner 2.335.0)",
+            });
+        }
         for step in &message.steps {
             match step {
                 JobStep::Action(action) => {
                     let number = steps.len() as u32 + 1;
                     steps.push(plan_step(action, number, &steps));
                 }
-                JobStep::Unsupported { .. } => ignored_steps += 1,
+                JobStep::Unsupported { kind, .. } => {
+                    tracing::warn!(%kind, "a step of an unknown type is skipped");
+                    ignored_steps += 1;
+                }
             }
         }
+        log_ignored_features(message);
         let connection = message.system_connection().ok();
         let id_token_url = connection
             .and_then(|c| c.endpoint.data_value("GenerateIdTokenUrl"))
@@ -382,6 +424,7 @@ impl JobPlan {
             id_token_url,
             id_token_request_token,
             event_json: built.event_json,
+            orchestration_id: orchestration_id(message),
         })
     }
 

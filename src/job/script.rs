@@ -351,6 +351,9 @@ pub fn step_environment(plan: &JobPlan, request: &ScriptRequest<'_>) -> Vec<(Str
             token.clone(),
         );
     }
+    if let Some(id) = &plan.orchestration_id {
+        set_env(&mut env, "ACTIONS_ORCHESTRATION_ID".into(), id.clone());
+    }
     set_env(&mut env, "GITHUB_ACTIONS".into(), "true".into());
     if !env.iter().any(|(k, _)| k == "CI") {
         env.push(("CI".into(), "true".into()));

@@ -18,6 +18,7 @@
 //!  exit code ─► download + parse file commands ─► StepExecOutcome
 //! ```
 
+use crate::errors::error_chain;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -341,12 +342,17 @@ async fn run_command<V: Vm>(
 
 /// Downloads and applies the step's file commands (always, whatever the exit code).
 async fn process_file_commands<V: Vm>(vm: &V, step: &StepExec, sink: &mut StepSink<'_>) {
-    let paths: Vec<String> = step.files.iter().map(|(_, path)| path.clone()).collect();
+    let files: Vec<&(FileCommand, String)> = step
+        .files
+        .iter()
+        .filter(|(kind, _)| kind.is_read_back())
+        .collect();
+    let paths: Vec<String> = files.iter().map(|(_, path)| path.clone()).collect();
     let contents = vm.read_files(paths).await.unwrap_or_else(|err| {
         tracing::debug!(error = %err, "file command files not readable; skipped");
-        vec![None; step.files.len()]
+        vec![None; files.len()]
     });
-    for ((kind, path), bytes) in step.files.iter().zip(contents) {
+    for ((kind, path), bytes) in files.into_iter().zip(contents) {
         // A file the step deleted is skipped, as the official runner does.
         let Some(bytes) = bytes else {
             tracing::debug!(file = %path, "file command file not readable; skipped");
@@ -391,6 +397,7 @@ async fn apply_file_command(
                 set(&mut sink.outcome.state, name, value);
             }
         }
+        FileCommand::Artifacts | FileCommand::ArtifactsList => {}
         FileCommand::StepSummary => match filecmd::parse_step_summary(bytes) {
             StepSummary::Empty => {}
             StepSummary::TooLarge(message) => sink.error(message).await,
@@ -410,16 +417,4 @@ async fn apply_file_command(
         },
     }
     Ok(())
-}
-
-/// An error and its sources, `: `-joined (for user-facing step errors).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -181,14 +181,15 @@ impl JobChannel for LegacyChannel {
 
 /// Acquires a broker job from the run service: retriable errors up to
 /// [`Timings::acquire_attempts`]; 404/409/422 give up at once. `throttle` slows down
-/// acquisition after errors. `None` when the job could not be acquired.
+/// acquisition after errors. `Err` when the job could not be acquired, with the last error
+/// (`None` if there was none to report).
 pub async fn acquire(
     http: &HttpClient,
     tokens: &Arc<TokenProvider>,
     job: &RunnerJobRequestRef,
     throttle: &mut ErrorThrottle,
     timings: &Timings,
-) -> Option<serde_json::Value> {
+) -> Result<serde_json::Value, Option<ServiceError>> {
     let body = AcquireJobRequest {
         job_message_id: job.runner_request_id.clone(),
         runner_os: runner_os().to_owned(),
@@ -206,7 +207,7 @@ pub async fn acquire(
         {
             Ok(message) => {
                 throttle.on_success();
-                return Some(message);
+                return Ok(message);
             }
             Err(err) => {
                 let delay = throttle.on_error(timings);
@@ -214,14 +215,14 @@ pub async fn acquire(
                 tracing::warn!(attempt, error = %err, retry, "acquirejob failed");
                 if !retry {
                     tokio::time::sleep(delay).await;
-                    return None;
+                    return Err(Some(err));
                 }
                 let delay = timings.acquire_retry.sample(&mut rand::thread_rng());
                 tokio::time::sleep(delay).await;
             }
         }
     }
-    None
+    Err(None)
 }
 
 /// The `runnerOS` word of this host.

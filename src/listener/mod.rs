@@ -12,6 +12,9 @@
 //!     │ error ─► back-off 15–30 s ×5, then 30–60 s (broker: inner retry 5×5–15 s;   │
 //!     │          10 outer errors ⇒ recreate session) ───────────────────────────────┤
 //!     │ session expired / invalid ─► CreateSession                                  │
+//!     │ RunnerVersionTooOld (session, poll, acknowledge, acquire) ─► VersionPolicy:  │
+//!     │   newer release known ─► delete + CreateSession with it ──────────────────────┤
+//!     │   none (or pinned) ─► stop this registration: VersionRejected (exit 7)       │
 //!     │ message ─► decrypt (legacy) ─► dispatch ─► delete (legacy) ─────────────────┤
 //!     │   PipelineAgentJobRequest ─► spawn job (legacy channel)                     │
 //!     │   RunnerJobRequest ─► acknowledge ─► acquirejob ─► spawn job (run service)  │
@@ -21,7 +24,8 @@
 //!     │   JobCancellation ─► cancel the running job                                 │
 //!     │   BrokerMigration ─► poll the broker now with this session id ─► dispatch   │
 //!     │   ForceTokenRefresh ─► drop the cached token                                │
-//!     │   Agent/RunnerRefresh, unknown ─► log, ignore                               │
+//!     │   Agent/RunnerRefresh ─► VersionPolicy::offer_target (next session)         │
+//!     │   unknown ─► log, ignore                                                    │
 //!     │ job finished ─► re-poll with the new status (`--once`: stop) ───────────────┘
 //!     ▼ SIGINT/SIGTERM, RunnerShutdown, or `--once` done
 //!   Stop: let the job finish (grace), else cancel it (reported canceled);
@@ -57,6 +61,7 @@ use crate::protocol::TaskResult;
 use crate::protocol::message::{
     BrokerErrorKind, ListenerMessage, RunnerJobRequestRef, TaskAgentMessage,
 };
+use crate::version::{AfterRejection, Version, VersionPolicy, VersionSetting};
 use backoff::{EmptyPollGuard, ErrorThrottle, PollErrorBackoff, Timings};
 use handover::{NextJob, Previous, wait_for_previous};
 use jobref::JobRef;
@@ -72,8 +77,13 @@ pub const CANCEL_KILL_AFTER: Duration = Duration::from_secs(45);
 /// What the listener needs to know.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
-    /// The runner as the service sees it.
+    /// The runner as the service sees it (its `version` is replaced by the advertised one at
+    /// each session).
     pub identity: RunnerIdentity,
+    /// The advertised runner version, shared by the registrations of the process.
+    pub versions: Arc<VersionPolicy>,
+    /// The registration is ephemeral (one job, then the server deletes it).
+    pub ephemeral: bool,
     /// Legacy service URL (`serverUrl`).
     pub server_url: String,
     /// Broker URL when the registration uses the broker (`useV2Flow`).
@@ -105,13 +115,52 @@ pub enum ListenerError {
         #[source]
         source: BoxError,
     },
-    /// The server refuses this runner for good (access denied, version too old).
+    /// The server refuses this runner for good (access denied).
     #[error("the service refuses this runner")]
     Refused {
         /// What the server said.
         #[source]
         source: BoxError,
     },
+    /// The server refuses the advertised runner version and no newer one is known.
+    #[error(
+        "the service refuses runner version {version} ({how}): {reason}; {fix}",
+        how = describe_setting(setting),
+        fix = version_fix(setting)
+    )]
+    VersionRejected {
+        /// The version it refused.
+        version: Version,
+        /// How the version was chosen.
+        setting: VersionSetting,
+        /// What the server said.
+        reason: String,
+    },
+}
+
+fn describe_setting(setting: &VersionSetting) -> String {
+    match setting {
+        VersionSetting::Auto => "runner_version: auto".to_owned(),
+        VersionSetting::Pinned(v) => format!("runner_version pinned to {v}"),
+    }
+}
+
+/// How to get past a version rejection.
+fn version_fix(setting: &VersionSetting) -> String {
+    match setting {
+        VersionSetting::Pinned(_) => format!(
+            "set `runner_version: auto` in config.yaml (or {}=auto) to follow the official \
+             releases, or pin a current release",
+            crate::version::VERSION_ENV
+        ),
+        VersionSetting::Auto => format!(
+            "no newer official release is known: check that the releases endpoint \
+             (runner_releases_url, {}) is reachable from this host, or pin the current release \
+             with runner_version (protocol reviewed up to {})",
+            crate::version::RELEASES_URL_ENV,
+            crate::version::BASELINE
+        ),
+    }
 }
 
 impl ListenerError {
@@ -121,6 +170,7 @@ impl ListenerError {
             ListenerError::SessionConflict => ExitStatus::SessionConflict,
             ListenerError::RegistrationGone { .. } => ExitStatus::RegistrationGone,
             ListenerError::Refused { .. } => ExitStatus::Error,
+            ListenerError::VersionRejected { .. } => ExitStatus::VersionRejected,
         }
     }
 }
@@ -180,6 +230,8 @@ impl Jobs {
 enum Flow {
     Continue,
     Stop,
+    /// The service refused the advertised version (acknowledge or acquire).
+    VersionRejected(ServiceError),
 }
 
 /// The listener of one registration.
@@ -191,6 +243,8 @@ pub struct Listener<E: JobExecutor> {
     executor: Arc<E>,
     legacy: LegacyClient,
     metrics: Arc<Metrics>,
+    /// The version advertised by the current session.
+    session_version: std::sync::Mutex<Version>,
 }
 
 impl<E: JobExecutor> Listener<E> {
@@ -208,6 +262,8 @@ impl<E: JobExecutor> Listener<E> {
             &cfg.server_url,
             cfg.identity.pool_id,
         );
+        let session_version = std::sync::Mutex::new(cfg.versions.current().version);
+        cfg.versions.bind(&http);
         Listener {
             cfg,
             http,
@@ -216,6 +272,60 @@ impl<E: JobExecutor> Listener<E> {
             executor,
             legacy,
             metrics: Arc::new(Metrics::default()),
+            session_version,
+        }
+    }
+
+    /// The version advertised by the current session.
+    fn session_version(&self) -> Version {
+        *self
+            .session_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runner as the current session presents it.
+    fn identity(&self) -> RunnerIdentity {
+        RunnerIdentity {
+            version: self.session_version().to_string(),
+            ..self.cfg.identity.clone()
+        }
+    }
+
+    /// A new session advertises the version current now.
+    fn adopt_current_version(&self) -> Version {
+        let version = self.cfg.versions.current().version;
+        *self
+            .session_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = version;
+        version
+    }
+
+    /// The service refused the advertised version: with a newer one known (auto), a new
+    /// session with it; otherwise the registration stops with [`ListenerError::VersionRejected`].
+    /// `Ok(None)`: shutdown while reconnecting.
+    async fn on_version_rejected(
+        &self,
+        session: Option<&Session>,
+        err: &ServiceError,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Session>, ListenerError> {
+        let rejected = self.session_version();
+        let reason = crate::errors::error_chain(err);
+        match self.cfg.versions.after_rejection(rejected).await {
+            AfterRejection::Newer(newer) => {
+                tracing::warn!(%rejected, %newer, reason, "the service refused the runner version; reconnecting with a newer one");
+                if let Some(session) = session {
+                    self.delete_session(session).await;
+                }
+                Box::pin(self.create_session(shutdown)).await
+            }
+            AfterRejection::Stop => Err(ListenerError::VersionRejected {
+                version: rejected,
+                setting: self.cfg.versions.config().setting,
+                reason,
+            }),
         }
     }
 
@@ -299,8 +409,22 @@ impl<E: JobExecutor> Listener<E> {
                             &mut throttle,
                         )
                         .await;
-                    if let Flow::Stop = flow {
-                        break;
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Stop => break,
+                        Flow::VersionRejected(err) => {
+                            match self
+                                .on_version_rejected(Some(&session), &err, &shutdown)
+                                .await
+                            {
+                                Ok(Some(new)) => session = new,
+                                Ok(None) => break,
+                                Err(rejected) => {
+                                    self.stop_jobs(jobs.running).await;
+                                    return Err(rejected);
+                                }
+                            }
+                        }
                     }
                 }
                 Err(err) => match self.poll_failed(&err) {
@@ -320,6 +444,19 @@ impl<E: JobExecutor> Listener<E> {
                         return Err(ListenerError::Refused {
                             source: Box::new(err),
                         });
+                    }
+                    session::Failure::VersionRejected => {
+                        match self
+                            .on_version_rejected(Some(&session), &err, &shutdown)
+                            .await
+                        {
+                            Ok(Some(new)) => session = new,
+                            Ok(None) => break,
+                            Err(rejected) => {
+                                self.stop_jobs(jobs.running).await;
+                                return Err(rejected);
+                            }
+                        }
                     }
                     _ => {
                         let delay = backoff.on_error(timings, &mut rand::thread_rng());
@@ -354,7 +491,7 @@ impl<E: JobExecutor> Listener<E> {
         let timings = &self.cfg.timings;
         match session {
             Session::Legacy { id, .. } => {
-                let query = poll_query(id, last_message_id, status, &self.cfg.identity);
+                let query = poll_query(id, last_message_id, status, &self.identity());
                 let message = self
                     .legacy
                     .get_message(&query, timings.long_poll_timeout)
@@ -383,7 +520,7 @@ impl<E: JobExecutor> Listener<E> {
                 .get_message(
                     session_id,
                     status,
-                    &self.cfg.identity,
+                    &self.identity(),
                     timings.long_poll_timeout,
                 )
                 .await;
@@ -515,8 +652,12 @@ impl<E: JobExecutor> Listener<E> {
                 self.tokens.invalidate();
                 (Flow::Continue, true)
             }
-            ListenerMessage::AgentRefresh(_) | ListenerMessage::RunnerRefresh(_) => {
-                tracing::info!("self-update request ignored: ghrunner-vm never updates itself");
+            ListenerMessage::AgentRefresh(refresh) => {
+                self.cfg.versions.offer_target(&refresh.target_version);
+                (Flow::Continue, true)
+            }
+            ListenerMessage::RunnerRefresh(refresh) => {
+                self.cfg.versions.offer_target(&refresh.target_version);
                 (Flow::Continue, true)
             }
             ListenerMessage::RunnerShutdown(shutdown) => {
@@ -571,6 +712,9 @@ impl<E: JobExecutor> Listener<E> {
         throttle: &mut ErrorThrottle,
     ) -> Flow {
         let timings = &self.cfg.timings;
+        // A refused version on the acknowledge does not lose the job (the official runner
+        // acquires after any acknowledge failure); the session is renewed afterwards.
+        let mut version_refused = None;
         if job.should_acknowledge {
             let url = match from {
                 MessageFrom::Migration { broker_url } => Some(broker_url.to_owned()),
@@ -587,7 +731,7 @@ impl<E: JobExecutor> Listener<E> {
                             session.id(),
                             &job.runner_request_id,
                             jobs.status(),
-                            &self.cfg.identity,
+                            &self.identity(),
                             timings.acknowledge_timeout,
                         )
                         .await;
@@ -596,12 +740,18 @@ impl<E: JobExecutor> Listener<E> {
                             tracing::debug!(request = %job.runner_request_id, "job request acknowledged")
                         }
                         Err(err)
-                            if self.cfg.once
+                            if self.cfg.ephemeral
                                 && err.kind() == Some(BrokerErrorKind::AcknowledgeJobNotFound) =>
                         {
                             // actions/runner #4540: an ephemeral runner whose job is gone exits.
-                            tracing::info!(error = %err, "the job is gone on the broker; this one-job runner stops");
+                            tracing::info!(error = %err, "the job is gone on the broker; this ephemeral runner stops");
                             return Flow::Stop;
+                        }
+                        Err(err)
+                            if session::classify(&err) == session::Failure::VersionRejected =>
+                        {
+                            tracing::warn!(error = %err, "acknowledge refused the runner version; acquiring the job anyway");
+                            version_refused = Some(err);
                         }
                         Err(err) => {
                             tracing::warn!(error = %err, "acknowledge failed (best effort), acquiring the job anyway")
@@ -616,10 +766,17 @@ impl<E: JobExecutor> Listener<E> {
         }
         // The image is known from the registration: boot the VM while the job is acquired.
         self.executor.prepare(&job.id);
-        let Some(message) = jobs::acquire(&self.http, &self.tokens, job, throttle, timings).await
-        else {
-            self.executor.discard_prepared();
-            return Flow::Continue;
+        let message = match jobs::acquire(&self.http, &self.tokens, job, throttle, timings).await {
+            Ok(message) => message,
+            Err(failure) => {
+                self.executor.discard_prepared();
+                return match failure {
+                    Some(err) if session::classify(&err) == session::Failure::VersionRejected => {
+                        Flow::VersionRejected(err)
+                    }
+                    _ => Flow::Continue,
+                };
+            }
         };
         match JobRef::from_message(&message) {
             Ok(mut job_ref) => {
@@ -635,7 +792,7 @@ impl<E: JobExecutor> Listener<E> {
                 self.executor.discard_prepared();
             }
         }
-        Flow::Continue
+        version_refused.map_or(Flow::Continue, Flow::VersionRejected)
     }
 
     /// Spawns the job's task: it waits for the previous job of this runner (if one is still

@@ -100,8 +100,14 @@ pub(super) enum Failure {
     SessionGone,
     /// The runner or registration was deleted: exit 3.
     RegistrationGone,
-    /// Access denied / version refused: exit 1.
+    /// Access denied: exit 1.
     Refused,
+    /// A bare 403 from the broker: refused when creating a session; on a poll it is retried
+    /// (actions/runner #4633 removed the shim that read it as "version too old").
+    Forbidden,
+    /// The advertised runner version is refused (`RunnerVersionTooOld`, or the legacy
+    /// service's version exceptions).
+    VersionRejected,
     /// Anything else: back off and retry.
     Transient,
 }
@@ -113,10 +119,10 @@ pub(super) fn classify(err: &ServiceError) -> Failure {
             BrokerErrorKind::RunnerNotFound | BrokerErrorKind::HostedRunnerDeprovisioned => {
                 Failure::RegistrationGone
             }
-            BrokerErrorKind::RunnerVersionTooOld => Failure::Refused,
+            BrokerErrorKind::RunnerVersionTooOld => Failure::VersionRejected,
             BrokerErrorKind::RunnerSessionInvalid => Failure::SessionGone,
             _ if *status == StatusCode::CONFLICT => Failure::Conflict,
-            _ if *status == StatusCode::FORBIDDEN => Failure::Refused,
+            _ if *status == StatusCode::FORBIDDEN => Failure::Forbidden,
             _ => Failure::Transient,
         },
         ServiceError::Client(err) => classify_client(err),
@@ -126,6 +132,9 @@ pub(super) fn classify(err: &ServiceError) -> Failure {
 fn classify_client(err: &ClientError) -> Failure {
     if err.is_registration_deleted() {
         return Failure::RegistrationGone;
+    }
+    if err.is_version_rejection() {
+        return Failure::VersionRejected;
     }
     match err.vss_kind() {
         Some(VssErrorKind::SessionConflict) => Failure::Conflict,
@@ -200,10 +209,13 @@ impl<E: JobExecutor> Listener<E> {
                         source: Box::new(err),
                     });
                 }
-                Failure::Refused => {
+                Failure::Refused | Failure::Forbidden => {
                     return Err(ListenerError::Refused {
                         source: Box::new(err),
                     });
+                }
+                Failure::VersionRejected => {
+                    return self.on_version_rejected(None, &err, shutdown).await;
                 }
                 Failure::SessionGone | Failure::Transient => {
                     let delay = policy.on_transient(timings);
@@ -219,11 +231,10 @@ impl<E: JobExecutor> Listener<E> {
 
     async fn try_create_session(&self) -> Result<Session, ServiceError> {
         let timeout = self.cfg.timings.request_timeout;
+        self.adopt_current_version();
+        let identity = self.identity();
         if let Some(url) = &self.cfg.broker_url {
-            let created = self
-                .broker(url)
-                .create_session(&self.cfg.identity, timeout)
-                .await?;
+            let created = self.broker(url).create_session(&identity, timeout).await?;
             return Ok(Session::Broker {
                 id: created.session_id,
                 url: url.clone(),
@@ -231,7 +242,7 @@ impl<E: JobExecutor> Listener<E> {
         }
         let created = self
             .legacy
-            .create_session(&self.cfg.identity, timeout)
+            .create_session(&identity, timeout)
             .await
             .map_err(ServiceError::Client)?;
         let key = self.unwrap_key(&created);
@@ -313,6 +324,7 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             type_key: Some(key.into()),
             message: None,
+            error_code: None,
         })
     }
 
@@ -355,7 +367,12 @@ mod tests {
         assert_eq!(classify(&broker(500, "Internal")), Failure::Transient);
         assert_eq!(
             classify(&broker(403, "RunnerVersionTooOld")),
-            Failure::Refused
+            Failure::VersionRejected
+        );
+        assert_eq!(classify(&broker(403, "")), Failure::Forbidden);
+        assert_eq!(
+            classify(&vss(400, "TaskAgentVersionNotSupportedException")),
+            Failure::VersionRejected
         );
     }
 }

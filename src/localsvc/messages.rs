@@ -20,7 +20,7 @@ use serde_json::json;
 use super::oauth::require_access_token;
 use super::protocol::{Pending, ProtocolEvent, ProtocolState, Tamper, broker_error};
 use super::state::Shared;
-use super::vss_error;
+use super::{below_minimum, version_too_old_message, vss_error, vss_error_with_code};
 use crate::protocol::message::TaskAgentMessage;
 
 type St = State<Arc<ProtocolState>>;
@@ -90,6 +90,32 @@ async fn wait_for_message(s: &ProtocolState, session_id: &str, broker: bool, bus
     }
 }
 
+/// The refusal of a poll or acknowledge whose `runnerVersion` is below the service's minimum:
+/// the broker's `RunnerVersionTooOld` document, or the legacy service's
+/// `AccessDeniedException` with error code 1.
+fn refuse_old_version(
+    shared: &Shared,
+    q: &HashMap<String, String>,
+    broker: bool,
+) -> Option<Response> {
+    let minimum = shared.lock().config.min_runner_version;
+    let version = q.get("runnerVersion").map_or("", String::as_str);
+    if !below_minimum(version, minimum) {
+        return None;
+    }
+    let message = version_too_old_message(version);
+    Some(if broker {
+        broker_error(
+            StatusCode::FORBIDDEN,
+            BROKER_SOURCE,
+            "RunnerVersionTooOld",
+            &message,
+        )
+    } else {
+        vss_error_with_code(StatusCode::FORBIDDEN, "AccessDeniedException", &message, 1)
+    })
+}
+
 /// Records the poll; true if the runner polls as `Busy`.
 fn record_poll(s: &ProtocolState, q: &HashMap<String, String>, broker: bool) -> bool {
     let status = q.get("status").cloned().unwrap_or_default();
@@ -109,6 +135,9 @@ async fn poll_legacy(
         return unauthorized;
     }
     let busy = record_poll(&s, &q, false);
+    if let Some(refused) = refuse_old_version(&shared, &q, false) {
+        return refused;
+    }
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
     let pending = match wait_for_message(&s, &session_id, false, busy).await {
         Polled::Message(p) => p,
@@ -215,6 +244,9 @@ async fn poll_broker(
         return unauthorized;
     }
     let busy = record_poll(&s, &q, true);
+    if let Some(refused) = refuse_old_version(&shared, &q, true) {
+        return refused;
+    }
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
     match wait_for_message(&s, &session_id, true, busy).await {
         Polled::Message(pending) => {
@@ -231,7 +263,7 @@ async fn poll_broker(
             StatusCode::NOT_FOUND,
             BROKER_SOURCE,
             "RunnerSessionInvalid",
-            "the session is not valid",
+            "The runner session is not valid.",
         ),
     }
 }
@@ -245,6 +277,9 @@ async fn acknowledge(
 ) -> Response {
     if let Err(unauthorized) = require_access_token(&shared, &headers) {
         return unauthorized;
+    }
+    if let Some(refused) = refuse_old_version(&shared, &q, true) {
+        return refused;
     }
     let session_id = q.get("sessionId").cloned().unwrap_or_default();
     if !s.inner().sessions.contains_key(&session_id) {

@@ -82,6 +82,14 @@ pub struct LocalServiceConfig {
     pub pools: Vec<TaskAgentPool>,
     /// `expires_in` of issued access tokens.
     pub access_token_lifetime_secs: u64,
+    /// Registrations advertising an older runner version are refused (GitHub: 2.329.0).
+    pub min_registration_version: Option<crate::version::Version>,
+    /// Polls and acknowledges advertising an older runner version are refused, as the broker
+    /// (`RunnerVersionTooOld`) and the legacy service (`AccessDeniedException`, error code 1)
+    /// refuse them.
+    pub min_runner_version: Option<crate::version::Version>,
+    /// What `GET /repos/actions/runner/releases/latest` answers (`None`: 404).
+    pub latest_runner_release: Option<(crate::version::Version, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl Default for LocalServiceConfig {
@@ -93,6 +101,9 @@ impl Default for LocalServiceConfig {
             require_fips: Some(false),
             pools: vec![pool(1, "Default", true), pool(2, "gpu-runners", false)],
             access_token_lifetime_secs: DEFAULT_ACCESS_TOKEN_LIFETIME_SECS,
+            min_registration_version: None,
+            min_runner_version: None,
+            latest_runner_release: None,
         }
     }
 }
@@ -115,6 +126,10 @@ pub fn router(shared: Shared) -> Router {
         .merge(oauth::routes())
         .merge(protocol::routes())
         .merge(reporting::routes())
+        .route(
+            "/repos/actions/runner/releases/latest",
+            axum::routing::get(latest_runner_release),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
@@ -129,6 +144,45 @@ pub fn router(shared: Shared) -> Router {
 
 async fn not_found() -> Response {
     rest_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// The URL of this service's copy of the GitHub REST "latest runner release" document.
+pub const LATEST_RELEASE_PATH: &str = "repos/actions/runner/releases/latest";
+
+/// `GET /repos/actions/runner/releases/latest`: the release set in the configuration, in the
+/// GitHub REST shape (`tag_name`, `published_at`, …).
+async fn latest_runner_release(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+) -> Response {
+    let release = shared.lock().config.latest_runner_release;
+    match release {
+        Some((version, published)) => {
+            let body = serde_json::json!({
+                "tag_name": format!("v{version}"), "name": format!("v{version}"),
+                "draft": false, "prerelease": false,
+                "published_at": published.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "html_url": format!("https://github.com/actions/runner/releases/tag/v{version}"),
+            });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        None => rest_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// The message GitHub gives a runner whose version it no longer serves.
+pub fn version_too_old_message(version: &str) -> String {
+    format!("Runner version v{version} is deprecated and cannot receive messages.")
+}
+
+/// Whether `advertised` (a `runnerVersion` or registration version) is below `minimum`; an
+/// unreadable version is below any minimum.
+pub fn below_minimum(advertised: &str, minimum: Option<crate::version::Version>) -> bool {
+    minimum.is_some_and(|min| {
+        advertised
+            .parse::<crate::version::Version>()
+            .ok()
+            .is_none_or(|v| v < min)
+    })
 }
 
 /// A queued workflow job.
@@ -285,6 +339,24 @@ impl LocalService {
         (id, credentials)
     }
 
+    /// Sets the runner versions the service accepts for polls and acknowledges (`None`: any).
+    pub fn set_min_runner_version(&self, minimum: Option<crate::version::Version>) {
+        self.shared.lock().config.min_runner_version = minimum;
+    }
+
+    /// Sets the latest official release the releases endpoint answers (`None`: 404).
+    pub fn set_latest_runner_release(
+        &self,
+        release: Option<(crate::version::Version, chrono::DateTime<chrono::Utc>)>,
+    ) {
+        self.shared.lock().config.latest_runner_release = release;
+    }
+
+    /// The URL of this service's latest-release document (for `runner_releases_url`).
+    pub fn releases_url(&self) -> String {
+        format!("{}/{LATEST_RELEASE_PATH}", self.url())
+    }
+
     /// A copy of every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -389,13 +461,24 @@ pub fn rest_error(status: StatusCode, message: &str) -> Response {
 
 /// A VSS `WrappedException` error.
 pub fn vss_error(status: StatusCode, type_key: &str, message: &str) -> Response {
+    vss_error_with_code(status, type_key, message, 0)
+}
+
+/// [`vss_error`] with an `errorCode` (the runner reads `AccessDeniedException` with code 1 as
+/// "this runner version is deprecated").
+pub fn vss_error_with_code(
+    status: StatusCode,
+    type_key: &str,
+    message: &str,
+    error_code: u64,
+) -> Response {
     let body = serde_json::json!({
         "$id": "1",
         "innerException": null,
         "message": message,
         "typeName": format!("GitHub.DistributedTask.WebApi.{type_key}, Sdk"),
         "typeKey": type_key,
-        "errorCode": 0,
+        "errorCode": error_code,
         "eventId": 3000,
     });
     (status, axum::Json(body)).into_response()

@@ -318,6 +318,24 @@ impl ProtocolState {
         });
     }
 
+    /// Queues the broker's self-update request `RunnerRefresh` for `target_version`.
+    pub fn enqueue_runner_refresh(&self, target_version: &str) {
+        let body = json!({
+            "target_version": target_version,
+            "download_url": format!("https://github.com/actions/runner/releases/download/v{target_version}/actions-runner-linux-x64-{target_version}.tar.gz"),
+            "sha256_checksum": "0".repeat(64),
+            "os": "linux-x64",
+        });
+        self.enqueue("RunnerRefresh", &body.to_string());
+    }
+
+    /// Queues the legacy self-update request `AgentRefresh` for `target_version`.
+    pub fn enqueue_agent_refresh(&self, agent_id: u64, target_version: &str) {
+        let body =
+            json!({"agentId": agent_id, "targetVersion": target_version, "timeout": "00:10:00"});
+        self.enqueue("AgentRefresh", &body.to_string());
+    }
+
     /// From now on legacy polls answer `BrokerMigration` and messages are served by the broker.
     pub fn migrate_to_broker(&self) {
         self.inner().broker_mode = true;

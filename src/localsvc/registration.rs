@@ -224,6 +224,17 @@ fn record_from_agent(
     })
 }
 
+/// The refusal of a registration advertising `version`, if it is below the minimum.
+fn refuse_version(state: &super::state::State, version: &str) -> Option<String> {
+    let minimum = state.config.min_registration_version;
+    super::below_minimum(version, minimum).then(|| {
+        format!(
+            "Runner version v{version} is too old to register: the minimum is v{}.",
+            minimum.map(|m| m.to_string()).unwrap_or_default()
+        )
+    })
+}
+
 async fn add_agent(
     AxumState(shared): AxumState<Shared>,
     Path(pool_id): Path<u64>,
@@ -248,6 +259,13 @@ async fn add_agent(
     if state.agent_by_name(&agent.name, Some(pool_id)).is_some() {
         let msg = format!("Agent {} already exists in pool {pool_id}.", agent.name);
         return vss_error(StatusCode::CONFLICT, "TaskAgentExistsException", &msg);
+    }
+    if let Some(refused) = refuse_version(&state, &agent.version) {
+        return vss_error(
+            StatusCode::FORBIDDEN,
+            "TaskAgentVersionNotSupportedException",
+            &refused,
+        );
     }
     let id = state.allocate_id();
     let record = match record_from_agent(&agent, id, pool_id, uuid::Uuid::new_v4().to_string()) {
@@ -405,6 +423,9 @@ async fn admin_register(
     }
     if !state.pools.iter().any(|p| p.id == request.group_id) {
         return rest_error(StatusCode::NOT_FOUND, "runner group not found");
+    }
+    if let Some(refused) = refuse_version(&state, &request.version) {
+        return rest_error(StatusCode::FORBIDDEN, &refused);
     }
     let Ok(public_key) = public_key_from_xml(&request.public_key) else {
         return rest_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid public_key");

@@ -326,6 +326,9 @@ pub fn compile_job(request: &CompileRequest<'_>) -> Result<CompiledJob, Workflow
             job_container: None,
             job_service_containers: None,
             actions_environment: None,
+            enable_debugger: false,
+            debugger_tunnel: None,
+            snapshot: None,
         },
         runs_on,
     })

@@ -116,6 +116,24 @@ pub struct AgentJobRequestMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub actions_environment: Option<ActionsEnvironmentReference>,
+    /// The DAP debugger is requested (actions/runner 2.334.0; accepted, not supported).
+    #[serde(
+        default,
+        alias = "EnableDebugger",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub enable_debugger: bool,
+    /// Where the debugger is reached (`tunnelId`, `clusterId`, `hostToken`, `port`; kept raw,
+    /// never logged: the host token is a secret).
+    #[serde(
+        default,
+        alias = "DebuggerTunnel",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub debugger_tunnel: Option<Json>,
+    /// `snapshot:` (image name or mapping; accepted, not supported).
+    #[serde(default, alias = "Snapshot", skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<TemplateToken>,
 }
 
 /// `plan`: which orchestration plan the job is part of.

@@ -26,6 +26,22 @@ pub enum JobStep {
     },
 }
 
+impl JobStep {
+    /// A background step or a background-step control (`type: 5`, `BackgroundStepControl`:
+    /// wait, wait-all, cancel), actions/runner 2.335.0.
+    pub fn is_background(&self) -> bool {
+        match self {
+            JobStep::Action(action) => action.background,
+            JobStep::Unsupported { kind, .. } => {
+                kind.as_i64() == Some(5)
+                    || kind
+                        .as_str()
+                        .is_some_and(|k| k.eq_ignore_ascii_case("backgroundStepControl"))
+            }
+        }
+    }
+}
+
 /// An action step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +110,14 @@ pub struct ActionStep {
     /// Inputs mapping (`script`, `shell`, `workingDirectory`, …).
     #[serde(default, alias = "Inputs", skip_serializing_if = "Option::is_none")]
     pub inputs: Option<TemplateToken>,
+    /// A background step (actions/runner 2.335.0, `ActionStep.Background`): it starts without
+    /// blocking the next one. Not supported; the planner refuses such jobs.
+    #[serde(
+        default,
+        alias = "Background",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub background: bool,
 }
 
 fn default_true() -> bool {

@@ -31,13 +31,26 @@ pub async fn service(v2: bool) -> LocalService {
         .expect("start the local service")
 }
 
-/// `register --url URL --token <valid> --unattended --name NAME` plus `extra`.
+/// `register --url URL --token <valid> --unattended --name NAME` plus `extra`. The runner
+/// directory's `runner_releases_url` is pointed at the service of `url` (unless set), so that
+/// neither `register` nor a later `run` asks anything but the local service.
 pub async fn register(
     dir: &Path,
     url: &str,
     name: &str,
     extra: &[&str],
 ) -> anyhow::Result<ExitStatus> {
+    let mut settings = ghrunner_vm::config::Settings::load(dir)?;
+    if settings.runner_releases_url.is_none() {
+        let parsed = url::Url::parse(url)?;
+        let origin = parsed.origin().ascii_serialization();
+        settings.runner_releases_url = Some(format!(
+            "{origin}/{}",
+            ghrunner_vm::localsvc::LATEST_RELEASE_PATH
+        ));
+        std::fs::create_dir_all(dir)?;
+        settings.save(dir)?;
+    }
     let mut args = vec![
         "register",
         "--url",

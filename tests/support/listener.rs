@@ -17,6 +17,7 @@ use ghrunner_vm::listener::{Listener, ListenerConfig, ListenerError};
 use ghrunner_vm::localsvc::LocalService;
 use ghrunner_vm::localsvc::protocol::protocol_state;
 use ghrunner_vm::metrics::Metrics;
+use ghrunner_vm::version::VersionPolicy;
 use tokio_util::sync::CancellationToken;
 
 /// The runner version seeded runners register and advertise.
@@ -45,6 +46,8 @@ pub struct Attached {
 pub struct Seeded {
     /// Its agent id.
     pub agent_id: u64,
+    /// Serve it as an ephemeral (one-job) registration.
+    pub ephemeral: bool,
     key: RunnerKey,
     creds: Credentials,
 }
@@ -55,6 +58,7 @@ pub fn seed(svc: &LocalService) -> Seeded {
     let (agent_id, creds) = seed_agent(svc, &key);
     Seeded {
         agent_id,
+        ephemeral: false,
         key,
         creds,
     }
@@ -66,15 +70,28 @@ pub fn attach<E: JobExecutor>(svc: &LocalService, broker: bool, executor: Arc<E>
     listen(svc, seed(svc), broker, executor)
 }
 
-/// Starts a listener for a seeded runner.
+/// Starts a listener for a seeded runner, advertising [`VERSION`].
 pub fn listen<E: JobExecutor>(
     svc: &LocalService,
     seeded: Seeded,
     broker: bool,
     executor: Arc<E>,
 ) -> Attached {
+    let versions = Arc::new(VersionPolicy::pinned(VERSION.parse().unwrap()));
+    listen_with(svc, seeded, broker, executor, versions)
+}
+
+/// Starts a listener for a seeded runner with a version policy.
+pub fn listen_with<E: JobExecutor>(
+    svc: &LocalService,
+    seeded: Seeded,
+    broker: bool,
+    executor: Arc<E>,
+    versions: Arc<VersionPolicy>,
+) -> Attached {
     let Seeded {
         agent_id,
+        ephemeral,
         key,
         creds,
     } = seeded;
@@ -94,7 +111,9 @@ pub fn listen<E: JobExecutor>(
         },
         server_url: svc.tenant_url(),
         broker_url: broker.then(|| proto.broker_url()),
-        once: false,
+        versions,
+        ephemeral,
+        once: ephemeral,
         state_dir: dir.path().to_owned(),
         timings: Timings::fast(),
         shutdown_grace: Duration::from_millis(500),

@@ -53,7 +53,7 @@ pub(crate) fn sample_message() -> AgentJobRequestMessage {
                 {"Key": "shell", "Value": "python"}, {"Key": "WorkingDirectory", "Value": "sub"}]}},
             {"type": "action", "id": "d6a50000-0000-0000-0000-000000000006",
              "reference": {"type": "repository", "name": "actions/checkout", "ref": "v4", "repositoryType": "GitHub"}},
-            {"type": "backgroundStepControl", "controlType": "wait"}
+            {"type": 9, "futureField": "a step kind this runner does not know"}
         ]
     }))
     .expect("sample message decodes")

@@ -80,6 +80,11 @@ pub(super) fn compile_step(
             None => None,
         },
         inputs: Some(TemplateToken::mapping(inputs)),
+        // `background: true` (a literal) marks a background step; the runner refuses the job.
+        background: node
+            .get("background")
+            .and_then(Node::as_scalar)
+            .is_some_and(|v| v.trim() == "true"),
     })
 }
 
