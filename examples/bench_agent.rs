@@ -13,7 +13,7 @@
 //!    examples/hello.yml in a real QEMU VM (`GHRUNNER_VM_ACCEL`, default `tcg` here).
 //!
 //! ```text
-//! cargo build --release && cargo run --release --example bench_agent -- \
+//! cargo build --release --features test-hooks && cargo run --release --features test-hooks --example bench_agent -- \
 //!     [--jobs 200] [--fleet-jobs 20] [--registrations 4] [--exec-ms 100] \
 //!     [--vm-image DIR] [--agent target/release/ghrunner-vm]
 //! ```

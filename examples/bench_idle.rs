@@ -2,7 +2,7 @@
 //! once with "no message", so only the listener's empty-poll guard keeps it from spinning.
 //!
 //! ```text
-//! cargo build && cargo run --example bench_idle -- [SECONDS] [PATH-TO-ghrunner-vm]
+//! cargo build --features test-hooks && cargo run --example bench_idle -- [SECONDS] [PATH-TO-ghrunner-vm]
 //! ```
 //!
 //! Starts the local service in this process, registers a runner in a temp dir, spawns the

@@ -142,3 +142,111 @@ async fn the_demo_workflow_runs_in_a_real_vm_and_leaves_nothing_behind() {
         vms.display()
     );
 }
+
+/// A QEMU that stops making progress (SIGSTOP) fails the job instead of hanging it: the running
+/// step ends with an error naming the stopped VM, the job completes as failed, and the VM (the
+/// stopped QEMU included) is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_qemu_fails_the_job_and_the_vm_is_destroyed() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("ghrunner_vm=debug")
+        .with_test_writer()
+        .try_init();
+    let image = image_support::tiny_image();
+    let runner_dir = tempfile::tempdir().expect("runner dir");
+    let mut qemu_config = QemuConfig::new(runner_dir.path());
+    qemu_config.accel = AccelMode::Tcg;
+    let qemu = Qemu::new(qemu_config).expect("qemu backend");
+    let reports = CollectingReports::default();
+    let config = ExecutorConfig {
+        runner_name: "e2e-runner".into(),
+        labels: vec!["self-hosted".into(), "tiny".into()],
+        catalog: ImageCatalog {
+            images: [("tiny".to_owned(), image)].into(),
+            default_image: None,
+            config_path: runner_dir.path().join("config.yaml"),
+        },
+        vm: VmDefaults {
+            cpus: 1,
+            memory_mib: 256,
+            network: NetworkPolicy::None,
+            boot_timeout: Duration::from_secs(120),
+        },
+        ..ExecutorConfig::default()
+    };
+    let executor = Arc::new(VmJobExecutor::new(Arc::new(qemu), reports.clone(), config));
+    let workflow = WorkflowJob {
+        yaml: "on: push\njobs:\n  hang:\n    runs-on: [self-hosted, tiny]\n    steps:\n      - run: echo started; sleep 600\n",
+        file_name: ".github/workflows/hang.yml",
+        job: None,
+        workflow_name: "hang",
+        secrets: &[],
+    };
+    let compiled = compile_workflow_job(&workflow, "http://127.0.0.1:1", "http://127.0.0.1:1/", 1)
+        .expect("compiles");
+    let message = serde_json::to_value(&compiled.message).unwrap();
+    let job = {
+        let executor = Arc::clone(&executor);
+        tokio::spawn(async move { executor.execute(message, CancellationToken::new()).await })
+    };
+    let qemu_pid = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            if let Some(pid) = qemu_pid_of(runner_dir.path()) {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("QEMU starts");
+    // Let the step start before the VM is frozen.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qemu_pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), job)
+        .await
+        .expect("the job ends instead of hanging")
+        .unwrap()
+        .expect("the executor reports the job");
+    assert_eq!(outcome.result, TaskResult::Failed);
+    let log: Vec<String> = reports
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            JobEvent::Log { line, .. } => Some(line),
+            _ => None,
+        })
+        .collect();
+    let log = log.join("\n");
+    assert!(log.contains("has been stopped"), "job log:\n{log}");
+    assert!(
+        qemu_processes_of(runner_dir.path()).is_empty(),
+        "the stopped QEMU was killed"
+    );
+    let vms = runner_dir.path().join("vms");
+    let left: Vec<_> = std::fs::read_dir(&vms)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "files left under {}: {left:?}",
+        vms.display()
+    );
+}
+
+/// The pid of the QEMU process whose command line names `dir`.
+fn qemu_pid_of(dir: &Path) -> Option<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (text.contains("qemu-system") && text.contains(&needle)).then_some(pid)
+        })
+}

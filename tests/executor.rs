@@ -556,3 +556,38 @@ async fn a_prepared_vm_for_a_job_that_does_not_come_is_killed() {
     assert_eq!(c.launches.load(Ordering::SeqCst), 3, "nothing prepared");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_vm_of_a_job_that_ended_before_running_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = write_image(dir.path());
+    let hypervisor = TrackingHypervisor::default();
+    let budget = VmBudget::new(1, 1024);
+    let executor = VmJobExecutor::new(
+        Arc::new(hypervisor.clone()),
+        CollectingReports::default(),
+        config(&[("tiny", image)], &["self-hosted", "tiny"]),
+    )
+    .with_budget(budget.clone());
+    let c = Arc::clone(&hypervisor.counters);
+    let job = Uuid::new_v4().to_string();
+    executor.prepare(&job);
+    eventually("the prepared VM to boot", Duration::from_secs(5), || {
+        (c.live.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    // Another job's end leaves it alone.
+    executor.release_prepared(&Uuid::new_v4().to_string());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.live.load(Ordering::SeqCst), 1);
+    // The acquired job was cancelled before it ran: the listener releases what it prepared.
+    executor.release_prepared(&job);
+    eventually("the prepared VM to die", Duration::from_secs(5), || {
+        (c.live.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+    assert!(
+        budget.try_acquire(1, 1024).is_some(),
+        "its budget is given back"
+    );
+}

@@ -284,6 +284,52 @@ async fn jitconfig_is_written_without_contacting_the_server_and_works() {
     .await
     .unwrap_err();
     assert!(chain(&err).contains("--jitconfig"), "{err:#}");
+
+    // The blob holds the private key: it can also come from a file, stdin or the environment,
+    // out of the process list.
+    let file = dir.path().join("jit.txt");
+    std::fs::write(&file, format!("{blob}\n")).unwrap();
+    let binary = |args: &[&str], stdin: Option<&str>, env: Option<&str>| {
+        let target = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ghrunner-vm"));
+        command
+            .arg("--dir")
+            .arg(target.path())
+            .args(args)
+            .env_remove("GHRUNNER_VM_JITCONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(value) = env {
+            command.env("GHRUNNER_VM_JITCONFIG", value);
+        }
+        let mut child = command.spawn().unwrap();
+        {
+            use std::io::Write as _;
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let loaded = Registration::load(&reg_dir(target.path(), "jit-1")).unwrap();
+        assert_eq!(loaded.key, reg.key, "{args:?}");
+    };
+    let at_file = format!("@{}", file.display());
+    binary(
+        &["register", "--jitconfig", &at_file, "--unattended"],
+        None,
+        None,
+    );
+    binary(
+        &["register", "--jitconfig", "-", "--unattended"],
+        Some(&blob),
+        None,
+    );
+    binary(&["register", "--unattended"], None, Some(&blob));
 }
 
 #[tokio::test]

@@ -28,8 +28,9 @@ export GHRUNNER_VM_ACCEL="${GHRUNNER_VM_ACCEL:-tcg}"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy --all-targets -- -D warnings"
+echo "==> cargo clippy --all-targets -- -D warnings (with and without the test hooks)"
 cargo clippy --all-targets -- -D warnings
-echo "==> cargo test"
-cargo test --all-targets
+cargo clippy --all-targets --features test-hooks -- -D warnings
+echo "==> cargo test (the test-hooks feature enables the hidden switches the tests use)"
+cargo test --all-targets --features test-hooks
 cargo test --doc

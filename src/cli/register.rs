@@ -37,8 +37,15 @@ pub struct RegisterArgs {
         conflicts_with = "jitconfig"
     )]
     pub token: Option<String>,
-    /// Just-in-time configuration blob from the `generate-jitconfig` REST API, instead of a token.
-    #[arg(long, value_name = "BLOB", hide_env_values = true)]
+    /// Just-in-time configuration from the `generate-jitconfig` REST API, instead of a token.
+    /// It holds the runner's private key, so prefer a way that keeps it out of `ps`:
+    /// `$GHRUNNER_VM_JITCONFIG`, `@FILE` (read from FILE) or `-` (read from standard input).
+    #[arg(
+        long,
+        value_name = "BLOB|@FILE|-",
+        env = "GHRUNNER_VM_JITCONFIG",
+        hide_env_values = true
+    )]
     pub jitconfig: Option<String>,
     /// Runner name [default: the host name].
     #[arg(long)]
@@ -88,8 +95,9 @@ pub async fn run(args: RegisterArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         }
         settings.images.insert(label.clone(), image_dir.clone());
     }
-    if let Some(blob) = &args.jitconfig {
-        register_jit(blob, &dir, args.replace)?;
+    if let Some(source) = &args.jitconfig {
+        let blob = read_jitconfig(source)?;
+        register_jit(&blob, &dir, args.replace)?;
     } else {
         let versions = super::version_policy(&dir, &settings).await?;
         register_with_token(&args, &dir, labels, &versions).await?;
@@ -125,6 +133,39 @@ fn parse_images(specs: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
         images.push((label.to_owned(), dir));
     }
     Ok(images)
+}
+
+/// Largest JIT configuration read from a file or standard input (real ones are a few KiB).
+const MAX_JITCONFIG_BYTES: u64 = 1 << 20;
+
+/// The JIT configuration named by `source`: the blob itself, `@FILE` or `-` (stdin).
+fn read_jitconfig(source: &str) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = |reader: &mut dyn std::io::Read, what: &str, text: &mut String| {
+        reader
+            .take(MAX_JITCONFIG_BYTES + 1)
+            .read_to_string(text)
+            .with_context(|| format!("cannot read the --jitconfig from {what}"))?;
+        if text.len() as u64 > MAX_JITCONFIG_BYTES {
+            bail!("the --jitconfig from {what} is larger than {MAX_JITCONFIG_BYTES} bytes");
+        }
+        Ok(())
+    };
+    if source == "-" {
+        read(&mut std::io::stdin().lock(), "standard input", &mut text)?;
+    } else if let Some(path) = source.strip_prefix('@') {
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open the --jitconfig file {path}"))?;
+        read(&mut file, path, &mut text)?;
+    } else {
+        text = source.to_owned();
+    }
+    let blob = text.trim();
+    if blob.is_empty() {
+        bail!("--jitconfig is empty");
+    }
+    Ok(blob.to_owned())
 }
 
 fn register_jit(blob: &str, dir: &Path, replace: bool) -> anyhow::Result<()> {

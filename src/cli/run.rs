@@ -7,8 +7,9 @@
 //!
 //! Jobs run in fresh QEMU VMs ([`super::run_vm`]): each registration gets its own executor,
 //! all sharing the host's VM budget and metrics (`--metrics-addr`); VMs orphaned by a previous
-//! agent are reaped at start-up. For tests and benchmarks only, two hidden environment variables
-//! replace the VMs (a loud warning is logged, since job code then never runs):
+//! agent are reaped at start-up. For tests and benchmarks only, in builds with the `test-hooks`
+//! cargo feature (a release build refuses them), hidden environment variables replace the VMs
+//! (a loud warning is logged, since job code then never runs):
 //! `GHRUNNER_VM_TEST_EXECUTOR=sleep:<milliseconds>` selects a fake executor that waits that long
 //! (or until cancelled) and reports success with the output `slept=<milliseconds>`;
 //! `GHRUNNER_VM_TEST_HYPERVISOR=null[:<milliseconds>]` keeps the real executor (images, budget,
@@ -133,15 +134,43 @@ impl JobExecutor for RunExecutor {
             RunExecutor::Null(null) => null.discard_prepared(),
         }
     }
+
+    fn release_prepared(&self, job_id: &str) {
+        match self {
+            RunExecutor::Sleep(_) => {}
+            RunExecutor::Vm(vm) => vm.release_prepared(job_id),
+            RunExecutor::Null(null) => null.release_prepared(job_id),
+        }
+    }
+}
+
+/// The value of a hidden test hook. Only builds with the `test-hooks` cargo feature (the test
+/// suite's) honour them.
+#[cfg(feature = "test-hooks")]
+pub fn test_hook(name: &str) -> anyhow::Result<Option<String>> {
+    Ok(std::env::var(name).ok())
+}
+
+/// The value of a hidden test hook: this build has none, so a hook that is set is refused (a
+/// release binary never fakes a job's success).
+#[cfg(not(feature = "test-hooks"))]
+pub fn test_hook(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(_) => anyhow::bail!(
+            "{name} is set, but this ghrunner-vm has no test hooks (they exist only in builds \
+             with the `test-hooks` cargo feature, for the test suite): unset {name}"
+        ),
+    }
 }
 
 /// Builds what the executors of `run` come from, for the runner directory `dir`.
 pub fn build_executor(dir: &std::path::Path, settings: Settings) -> anyhow::Result<ExecutorSource> {
-    if let Ok(spec) = std::env::var(TEST_EXECUTOR_ENV) {
+    if let Some(spec) = test_hook(TEST_EXECUTOR_ENV)? {
         tracing::warn!("{TEST_EXECUTOR_ENV} is set: jobs are NOT run, they only sleep (test hook)");
         return SleepExecutor::parse(&spec).map(ExecutorSource::Sleep);
     }
-    if let Ok(spec) = std::env::var(TEST_HYPERVISOR_ENV) {
+    if let Some(spec) = test_hook(TEST_HYPERVISOR_ENV)? {
         let null = NullHypervisor::from_spec(&spec).with_context(|| {
             format!("{TEST_HYPERVISOR_ENV} must be null or null:<milliseconds>, not {spec:?}")
         })?;
@@ -264,8 +293,7 @@ fn build_listener(
         &registration,
     )?);
     let runner = &registration.runner;
-    let scale = std::env::var(TEST_TIMING_SCALE_ENV)
-        .ok()
+    let scale = test_hook(TEST_TIMING_SCALE_ENV)?
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0);
     let timings = scale.map_or_else(Timings::official, Timings::scaled);
@@ -307,12 +335,14 @@ fn build_listener(
     ))
 }
 
-/// Cancels `shutdown` at the first SIGINT or SIGTERM.
+/// Cancels `shutdown` at the first SIGINT, SIGTERM or SIGHUP (a closed terminal or session
+/// stops the runner in order, as SIGTERM does).
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -320,6 +350,7 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        _ = hup.recv() => tracing::info!("SIGHUP received, shutting down"),
     }
     shutdown.cancel();
 }

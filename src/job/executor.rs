@@ -527,6 +527,18 @@ impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
         }
     }
 
+    fn release_prepared(&self, job_id: &str) {
+        let Ok(job_id) = job_id.parse::<uuid::Uuid>() else {
+            return;
+        };
+        let mut slot = self.prelaunch_slot();
+        if slot.as_ref().is_some_and(|p| p.job_id == job_id) {
+            // Dropping the prelaunch kills the VM and returns its budget.
+            drop(slot.take());
+            tracing::info!(job = %job_id, "the job ended before it ran; its prepared VM is discarded");
+        }
+    }
+
     async fn execute(
         &self,
         message: serde_json::Value,

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +90,12 @@ pub trait JobExecutor: Send + Sync + 'static {
     /// The prepared job will not come (acquiring it failed): release what
     /// [`JobExecutor::prepare`] started. Default: nothing.
     fn discard_prepared(&self) {}
+
+    /// The job `job_id` has ended: release anything still prepared for it (it never reached
+    /// [`JobExecutor::execute`], e.g. it was cancelled first). Default: nothing.
+    fn release_prepared(&self, job_id: &str) {
+        let _ = job_id;
+    }
 }
 
 /// A failed protocol call of the job lifecycle, classified for the retry loops.
@@ -190,16 +197,33 @@ pub async fn run_job<C: JobChannel, E: JobExecutor>(
         return outcome.result;
     }
     let lost = CancellationToken::new();
-    let heartbeat = tokio::spawn(heartbeat(
+    // Aborted when this function returns or its future is dropped: no heartbeat without a job.
+    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
         channel.clone(),
         policy,
         timings.clone(),
         lost.clone(),
-    ));
-    let outcome = supervise(executor, message, &control, &lost).await;
-    heartbeat.abort();
+    )));
+    let supervised = AssertUnwindSafe(supervise(executor, message, &control, &lost));
+    let outcome = match futures::FutureExt::catch_unwind(supervised).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::error!("the job's executor panicked; completing the job as failed");
+            JobOutcome::with_result(TaskResult::Failed)
+        }
+    };
+    drop(_heartbeat);
     complete(channel.as_ref(), &outcome, timings).await;
     outcome.result
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn supervise<E: JobExecutor>(

@@ -815,6 +815,7 @@ impl<E: JobExecutor> Listener<E> {
         let executor = self.executor.clone();
         let timings = self.cfg.timings.clone();
         let span = tracing::info_span!("job", job_id = %job.job_id);
+        let job_id = job.job_id.clone();
         match &previous {
             None => tracing::info!(parent: &span, "job started"),
             Some(p) => {
@@ -827,14 +828,16 @@ impl<E: JobExecutor> Listener<E> {
                 // Fires `finished` however the task ends (a panic included).
                 let _done = done;
                 wait_for_previous(previous, &next, timings.request_timeout).await;
-                run_job(
+                let result = run_job(
                     Arc::new(channel),
                     executor.as_ref(),
                     message,
                     control,
                     &timings,
                 )
-                .await
+                .await;
+                executor.release_prepared(&job_id);
+                result
             },
             span,
         ));

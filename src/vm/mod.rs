@@ -40,6 +40,7 @@ use crate::image::Image;
 
 pub mod keys;
 pub mod null;
+pub mod process;
 pub mod qemu;
 pub mod shell;
 pub mod ssh;

@@ -68,6 +68,9 @@ struct Inner {
     name: String,
     session: Session,
     socket: TcpStream,
+    /// Set when the VM behind the connection is known dead or frozen: every blocking loop gives
+    /// up at its next turn instead of waiting for a guest that will not answer.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl SshConnection {
@@ -90,6 +93,14 @@ impl SshConnection {
             step: "connecting",
             source: Box::new(e),
         })?
+    }
+
+    /// Gives up on the connection: commands and transfers still running on it end with an error
+    /// within [`POLL_INTERVAL`] (the VM stopped or died, nothing will answer).
+    pub fn abandon(&self) {
+        self.inner
+            .abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Runs `cmd`, streaming its output, honouring `cancel`.
@@ -341,6 +352,7 @@ fn attempt(
             name: name.to_owned(),
             session,
             socket: poll_socket,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         }),
     })
 }
@@ -362,6 +374,18 @@ impl Inner {
         }
     }
 
+    /// The error of an abandoned connection, if it is.
+    fn check_abandoned(&self, step: &'static str) -> Result<(), VmError> {
+        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(VmError::Ssh {
+                name: self.name.clone(),
+                step,
+                source: "the VM stopped responding".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Waits until the socket is readable or `POLL_INTERVAL` passes.
     fn wait_socket(&self) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -380,6 +404,7 @@ impl Inner {
     ) -> Result<T, VmError> {
         let deadline = Instant::now() + OP_TIMEOUT;
         loop {
+            self.check_abandoned(step)?;
             match f() {
                 Err(e) if e.code() == EAGAIN => {
                     if Instant::now() >= deadline {
@@ -416,6 +441,7 @@ impl Inner {
         let mut buf = vec![0u8; READ_BUF];
         let mut escalation: Option<Escalation> = None;
         loop {
+            self.check_abandoned("reading output")?;
             let mut progressed = false;
             for stream_id in [0, 1] {
                 match channel.stream(stream_id).read(&mut buf) {
@@ -461,6 +487,7 @@ impl Inner {
     fn write_stdin(&self, channel: &mut Channel, mut stdin: &[u8]) -> Result<(), VmError> {
         let deadline = Instant::now() + OP_TIMEOUT;
         while !stdin.is_empty() {
+            self.check_abandoned("writing stdin")?;
             match channel.write(stdin) {
                 Ok(n) => stdin = &stdin[n..],
                 Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
@@ -509,6 +536,7 @@ impl Inner {
         let mut sink = [0u8; 1024];
         let deadline = Instant::now() + OP_TIMEOUT;
         while !channel.eof() && Instant::now() < deadline {
+            self.check_abandoned("signalling")?;
             match channel.read(&mut sink) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => self.wait_socket(),

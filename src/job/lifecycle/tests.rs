@@ -250,3 +250,54 @@ fn timespans_and_kill_after() {
     );
     assert_eq!(kill_after(None), Duration::from_secs(45));
 }
+
+/// An executor that panics after a while.
+struct PanickingExecutor;
+
+impl JobExecutor for PanickingExecutor {
+    async fn execute(
+        &self,
+        _message: serde_json::Value,
+        _cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutorError> {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        panic!("the executor hit a bug");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_executor_completes_the_job_failed_and_stops_the_heartbeat() {
+    let channel = ScriptedChannel::with_renews(&[]);
+    let result = run_job(
+        channel.clone(),
+        &PanickingExecutor,
+        message(),
+        control(),
+        &Timings::fast(),
+    )
+    .await;
+    assert_eq!(result, TaskResult::Failed);
+    assert_eq!(channel.completed(), [TaskResult::Failed]);
+    let renews = channel.renews();
+    // Fast timings renew every 600 ms: a heartbeat left running would renew again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(channel.renews(), renews, "no heartbeat without a job");
+}
+
+#[tokio::test]
+async fn dropping_the_job_future_stops_the_heartbeat() {
+    let channel = ScriptedChannel::with_renews(&[]);
+    let exec = FakeExecutor::new(Duration::from_secs(60));
+    let t = Timings::fast();
+    let job = run_job(channel.clone(), &exec, message(), control(), &t);
+    // The job task is dropped mid-job (its task aborted).
+    let _ = tokio::time::timeout(Duration::from_millis(1500), job).await;
+    let renews = channel.renews();
+    assert!(renews >= 2, "the heartbeat ran: {renews}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        channel.renews(),
+        renews,
+        "the heartbeat stopped with the job"
+    );
+}

@@ -43,8 +43,12 @@ use super::{ExecOutcome, GuestCommand, GuestFile, Hypervisor, OutputChunk, Vm, V
 
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long QEMU gets to exit after `quit`.
+/// How long QEMU gets to answer `quit`, and then to exit.
 pub const QUIT_GRACE: Duration = Duration::from_secs(2);
+/// How often a running command checks that QEMU is still running.
+const QEMU_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long QEMU may stay stopped (SIGSTOP) before the command fails.
+pub const QEMU_STOPPED_LIMIT: Duration = Duration::from_secs(10);
 /// How long to let an exiting QEMU finish before reading its exit status.
 const EXIT_SETTLE: Duration = Duration::from_secs(1);
 /// Interval of polling the console file and the QEMU process during boot.
@@ -190,6 +194,7 @@ impl Hypervisor for Qemu {
             timings,
             qmp: tokio::sync::Mutex::new(qmp),
             res,
+            fault: Mutex::new(None),
         })
     }
 }
@@ -301,16 +306,16 @@ fn spawn_qemu(qemu: &Path, plan: &LaunchPlan, dir: &Path) -> Result<Child, VmErr
         path: log_path,
         source,
     })?;
-    Command::new(qemu)
+    let mut command = Command::new(qemu);
+    command
         .args(build_args(plan))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|source| VmError::Spawn {
-            program: qemu.display().to_string(),
-            source,
-        })
+        .stderr(log);
+    crate::vm::process::spawn(command).map_err(|source| VmError::Spawn {
+        program: qemu.display().to_string(),
+        source,
+    })
 }
 
 /// Follows the console until the guest announced its host key and readiness.
@@ -490,6 +495,8 @@ pub struct QemuVm {
     timings: BootTimings,
     qmp: tokio::sync::Mutex<Qmp>,
     res: Resources,
+    /// Why the VM is unusable (QEMU stopped or gone), once a guarded operation found out.
+    fault: Mutex<Option<String>>,
 }
 
 impl QemuVm {
@@ -513,18 +520,77 @@ impl QemuVm {
         self.res.marker.processes.last().map(|p| p.pid)
     }
 
-    /// `query-status` over QMP.
+    /// `query-status` over QMP (bounded by [`QMP_TIMEOUT`]).
     pub async fn status(&self) -> Result<qmp::StatusInfo, VmError> {
-        self.qmp
-            .lock()
-            .await
-            .query_status()
-            .await
-            .map_err(|e| VmError::Qmp {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Qmp {
+            name: self.name.clone(),
+            command: "query-status".into(),
+            source,
+        };
+        let mut qmp = self.qmp.lock().await;
+        match tokio::time::timeout(QMP_TIMEOUT, qmp.query_status()).await {
+            Ok(answer) => answer.map_err(|e| err(Box::new(e))),
+            Err(elapsed) => Err(err(Box::new(elapsed))),
+        }
+    }
+
+    /// Runs a guest operation unless QEMU stops or dies first: a frozen or dead VM fails the
+    /// operation (and every later one at once) instead of hanging the job on its SSH session.
+    async fn guarded<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, VmError>>,
+    ) -> Result<T, VmError> {
+        if let Some(detail) = self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(VmError::Exited {
                 name: self.name.clone(),
-                command: "query-status".into(),
-                source: Box::new(e),
-            })
+                detail,
+            });
+        }
+        tokio::select! {
+            result = operation => result,
+                        err = self.watch_qemu() => {
+                *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+                // Threads still blocked on the session (this operation's) give up too.
+                self.ssh.abandon();
+                Err(err)
+            }
+        }
+    }
+
+    /// Resolves with an error once QEMU has been stopped (SIGSTOP) for [`QEMU_STOPPED_LIMIT`]
+    /// or has exited; never while it runs.
+    async fn watch_qemu(&self) -> VmError {
+        let Some(pid) = self.qemu_pid() else {
+            return std::future::pending().await;
+        };
+        let mut stopped_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::time::sleep(QEMU_WATCH_INTERVAL).await;
+            match crate::vm::process::state(pid) {
+                crate::vm::process::ProcessState::Alive => stopped_since = None,
+                crate::vm::process::ProcessState::Gone => {
+                    return self
+                        .res
+                        .check_exited(&self.name)
+                        .unwrap_or(VmError::Exited {
+                            name: self.name.clone(),
+                            detail: "qemu is gone".into(),
+                        });
+                }
+                crate::vm::process::ProcessState::Stopped => {
+                    let since = *stopped_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= QEMU_STOPPED_LIMIT {
+                        return VmError::Exited {
+                            name: self.name.clone(),
+                            detail: format!(
+                                "qemu (pid {pid}) has been stopped for {}s: the VM makes no progress",
+                                QEMU_STOPPED_LIMIT.as_secs()
+                            ),
+                        };
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -539,23 +605,24 @@ impl Vm for QemuVm {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> Result<ExecOutcome, VmError> {
-        self.ssh.exec(cmd, output, cancel).await
+        self.guarded(self.ssh.exec(cmd, output, cancel)).await
     }
 
     async fn upload(&self, guest_path: &str, contents: Vec<u8>, mode: u32) -> Result<(), VmError> {
-        self.ssh.upload(guest_path, contents, mode).await
+        self.guarded(self.ssh.upload(guest_path, contents, mode))
+            .await
     }
 
     async fn download(&self, guest_path: &str) -> Result<Vec<u8>, VmError> {
-        self.ssh.download(guest_path).await
+        self.guarded(self.ssh.download(guest_path)).await
     }
 
     async fn write_files(&self, dirs: Vec<String>, files: Vec<GuestFile>) -> Result<(), VmError> {
-        self.ssh.write_files(dirs, files).await
+        self.guarded(self.ssh.write_files(dirs, files)).await
     }
 
     async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
-        self.ssh.read_files(paths).await
+        self.guarded(self.ssh.read_files(paths)).await
     }
 
     async fn destroy(self) -> Result<(), VmError> {
@@ -570,7 +637,9 @@ impl Vm for QemuVm {
         let mut qmp = qmp.into_inner();
         // The job's overlay is deleted with the VM, so the guest has nothing worth flushing: an
         // ACPI powerdown would only cost its grace period on every job. Ask QEMU to quit.
-        let graceful = qmp.quit().await.is_ok() && res.wait_exit(QUIT_GRACE).await;
+        // A QEMU that does not answer (stopped, wedged) is killed after the grace.
+        let quit = tokio::time::timeout(QUIT_GRACE, qmp.quit()).await;
+        let graceful = matches!(quit, Ok(Ok(_))) && res.wait_exit(QUIT_GRACE).await;
         if !graceful {
             tracing::warn!(vm = %name, "qemu ignored quit; killing it");
         }

@@ -100,7 +100,8 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
                 path: dir.join("passt.log"),
                 source,
             })?;
-            let child = Command::new(passt)
+            let mut command = Command::new(passt);
+            command
                 .args(passt_args(
                     &socket,
                     ssh_port,
@@ -108,12 +109,11 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
                 ))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|source| VmError::Spawn {
-                    program: passt.display().to_string(),
-                    source,
-                })?;
+                .stderr(log);
+            let child = crate::vm::process::spawn(command).map_err(|source| VmError::Spawn {
+                program: passt.display().to_string(),
+                source,
+            })?;
             // Killed if this future is dropped or fails before handing the child over.
             let mut guard = ChildGuard(Some(child));
             wait_for_socket(guard.get(), &socket, dir).await?;

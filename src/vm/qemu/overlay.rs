@@ -4,9 +4,8 @@
 //! Does not own: removing the overlay (it lives in the VM's directory, removed with it).
 
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::process::Command;
+use std::process::Command;
 
 use crate::vm::VmError;
 
@@ -46,11 +45,9 @@ pub async fn create_overlay(
         path: template.to_owned(),
         source,
     })?;
-    let output = Command::new(qemu_img)
-        .args(overlay_args(&template, overlay, size_gib))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
+    let mut command = Command::new(qemu_img);
+    command.args(overlay_args(&template, overlay, size_gib));
+    let output = crate::vm::process::output(command)
         .await
         .map_err(|source| VmError::Spawn {
             program: qemu_img.display().to_string(),
