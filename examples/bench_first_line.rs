@@ -121,8 +121,12 @@ impl Vm for TimedVm {
         self.vm.write_files(dirs, files).await
     }
 
-    async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
-        self.vm.read_files(paths).await
+    async fn read_files(
+        &self,
+        paths: Vec<String>,
+        max_bytes: u64,
+    ) -> Result<Vec<ghrunner_vm::vm::GuestRead>, VmError> {
+        self.vm.read_files(paths, max_bytes).await
     }
 
     async fn destroy(self) -> Result<(), VmError> {

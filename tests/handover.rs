@@ -143,8 +143,15 @@ impl Vm for TestVm {
         Ok(())
     }
 
-    async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
-        Ok(vec![None; paths.len()])
+    async fn read_files(
+        &self,
+        paths: Vec<String>,
+        _max_bytes: u64,
+    ) -> Result<Vec<ghrunner_vm::vm::GuestRead>, VmError> {
+        Ok(paths
+            .iter()
+            .map(|_| ghrunner_vm::vm::GuestRead::Missing)
+            .collect())
     }
 
     async fn destroy(self) -> Result<(), VmError> {

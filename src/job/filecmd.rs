@@ -20,8 +20,61 @@
 /// Directory under the runner temp dir holding the per-step files.
 pub const FILE_COMMANDS_DIR: &str = "_runner_file_commands";
 
-/// Largest step summary uploaded (bytes); larger ones are refused with an error.
+/// Largest step summary uploaded (bytes); larger ones are refused with an error (the official
+/// `AttachmentSizeLimit`, `FileCommandManager.cs`).
 pub const STEP_SUMMARY_MAX_BYTES: usize = 1024 * 1024;
+
+/// Largest file-command file read back from the guest. The official runner reads these files
+/// whole with no limit; here the guest controls them, so a larger one is sized in the guest,
+/// not read, and fails the step. 1 MiB matches GitHub's documented limit for an output and the
+/// step summary's limit.
+pub const FILE_COMMAND_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Longest environment value (PATH included): Linux refuses to start a program whose
+/// environment holds a longer string (`MAX_ARG_STRLEN`), so a longer one could only break every
+/// later step.
+pub const MAX_ENV_VALUE_BYTES: usize = 128 * 1024;
+
+/// How a file command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCommandFailure {
+    /// Report the message as an error; the step goes on (the step summary's official rule).
+    Report(String),
+    /// Report "Unable to process file command …" and the message, and fail the step.
+    FailStep(String),
+}
+
+/// The failure for a file of `size` bytes, larger than [`FILE_COMMAND_MAX_BYTES`].
+pub fn too_large(kind: FileCommand, size: u64) -> FileCommandFailure {
+    if kind == FileCommand::StepSummary {
+        return FileCommandFailure::Report(summary_too_large_message(size));
+    }
+    FileCommandFailure::FailStep(format!(
+        "${} is {size} bytes; ghrunner-vm reads at most {} KiB of a file command (the limit \
+         per file and step)",
+        kind.env_var(),
+        FILE_COMMAND_MAX_BYTES / 1024
+    ))
+}
+
+/// The error for an environment value longer than [`MAX_ENV_VALUE_BYTES`].
+pub fn env_value_too_long_message(name: &str, len: usize) -> String {
+    format!(
+        "The value of environment variable '{name}' is {len} bytes; a variable may hold at most \
+         {MAX_ENV_VALUE_BYTES} bytes (Linux refuses to start programs with a longer one)"
+    )
+}
+
+/// The official message for a step summary of `size` bytes.
+fn summary_too_large_message(size: u64) -> String {
+    format!(
+        "$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of {}k, got {}k. \
+         For more information see: https://docs.github.com/actions/using-workflows/\
+         workflow-commands-for-github-actions#adding-a-markdown-summary",
+        STEP_SUMMARY_MAX_BYTES / 1024,
+        size / 1024
+    )
+}
 
 /// Variables that `GITHUB_ENV` may not set (compared case-insensitively).
 pub const ENV_BLOCK_LIST: &[&str] = &["NODE_OPTIONS"];
@@ -239,12 +292,25 @@ pub fn parse_path_lines(bytes: &[u8]) -> Vec<String> {
 }
 
 /// Adds `GITHUB_PATH` entries to the prepend list: re-adding an entry moves it to the end (the
-/// newest entries come first in `PATH`, see [`crate::job::script::prepend_path`]).
+/// newest entries come first in `PATH`, see [`crate::job::script::prepend_path`]). Linear in
+/// the sizes of both lists.
 pub fn add_path_entries(prepend: &mut Vec<String>, entries: &[String]) {
-    for entry in entries {
-        prepend.retain(|existing| existing != entry);
-        prepend.push(entry.clone());
+    if entries.is_empty() {
+        return;
     }
+    // The last occurrence of each new entry wins its position.
+    let mut last_at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        last_at.insert(entry.as_str(), i);
+    }
+    prepend.retain(|existing| !last_at.contains_key(existing.as_str()));
+    prepend.extend(
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| last_at.get(e.as_str()) == Some(i))
+            .map(|(_, e)| e.clone()),
+    );
 }
 
 /// True if `GITHUB_ENV` may not set `name`.
@@ -279,13 +345,7 @@ pub fn parse_step_summary(bytes: &[u8]) -> StepSummary {
         return StepSummary::Empty;
     }
     if bytes.len() > STEP_SUMMARY_MAX_BYTES {
-        return StepSummary::TooLarge(format!(
-            "$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of {}k, got {}k. \
-             For more information see: https://docs.github.com/actions/using-workflows/\
-             workflow-commands-for-github-actions#adding-a-markdown-summary",
-            STEP_SUMMARY_MAX_BYTES / 1024,
-            bytes.len() / 1024
-        ));
+        return StepSummary::TooLarge(summary_too_large_message(bytes.len() as u64));
     }
     StepSummary::Markdown(decode(bytes))
 }

@@ -8,12 +8,21 @@
 //! what to mask (the step runtime feeds it).
 //!
 //! Masking finds every occurrence of every registered pattern, overlapping ones included
-//! (Aho-Corasick over all literals, plus the regex hints), merges overlapping or touching ranges
+//! (Aho-Corasick over the literals, plus the regex hints), merges overlapping or touching ranges
 //! and replaces each merged range with [`MASK`]. It works on bytes, so a line that is not valid
 //! UTF-8 is masked before it is decoded.
+//!
+//! A job controls how many values it registers (`::add-mask::` in a loop), so the cost of
+//! adding stays linear: the literals live in a log-structured set of automata. New literals go
+//! to a small level; when a level grows as large as the one below it, the two are merged and
+//! rebuilt. Each literal is rebuilt O(log n) times and a line is scanned by O(log n) automata,
+//! instead of one automaton rebuilt over everything after every value (quadratic). A job may
+//! register at most [`MAX_VALUES`] values and [`MAX_LITERAL_BYTES`] of patterns; past that,
+//! every further line of the job is withheld (masked whole): nothing it adds can leak, and
+//! memory stays bounded.
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -33,6 +42,16 @@ const MIN_AMPERSAND_FRAGMENT_CHARS: usize = 6;
 /// Quote-trimmed variants are registered only for values longer than this (official rule).
 const TRIM_QUOTES_MIN_CHARS: usize = 8;
 
+/// Most values (`::add-mask::`, secrets, hints) a job may register; the official runner has no
+/// limit, but a job controls this number.
+pub const MAX_VALUES: usize = 50_000;
+
+/// Most bytes of literal patterns (values and their encodings) a job may register.
+pub const MAX_LITERAL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Literals a new level starts with before it is merged into larger ones.
+const SMALL_LEVEL: usize = 64;
+
 /// Errors of the masker.
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
@@ -46,45 +65,179 @@ pub enum MaskError {
 }
 
 /// The job-wide set of secrets and the masking function.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct SecretMasker {
-    /// Every literal pattern (values and their encodings).
+    /// Every literal pattern (values and their encodings), for de-duplication.
     literals: BTreeSet<String>,
+    /// The automata over the literals, brought up to date by the next mask (so a burst of
+    /// `::add-mask::` lines with no output in between costs one build).
+    automata: Mutex<Levels>,
     /// Regex hints (bytes regexes so invalid UTF-8 input can be masked too).
     regexes: Vec<regex::bytes::Regex>,
-    /// Automaton over `literals`, built on first use after literals were added (so a burst of
-    /// `::add-mask::` lines costs one build, not one per line). `None` inside: no literals, or
-    /// the build failed (then a plain scan is used).
-    automaton: OnceLock<Option<AhoCorasick>>,
     /// Length in bytes of the longest literal.
     max_literal_len: usize,
+    /// Values registered.
+    values: usize,
+    /// Bytes of literal patterns registered.
+    literal_bytes: usize,
+    /// The limits were exceeded: every further line is withheld.
+    overflowed: bool,
+    /// [`MAX_VALUES`] and [`MAX_LITERAL_BYTES`] (lower in tests).
+    limits: (usize, usize),
+}
+
+impl Clone for SecretMasker {
+    fn clone(&self) -> Self {
+        SecretMasker {
+            literals: self.literals.clone(),
+            automata: Mutex::new(self.levels().clone()),
+            regexes: self.regexes.clone(),
+            max_literal_len: self.max_literal_len,
+            values: self.values,
+            literal_bytes: self.literal_bytes,
+            overflowed: self.overflowed,
+            limits: self.limits,
+        }
+    }
+}
+
+/// Literals not in an automaton yet, and the levels (sizes shrink from first to last).
+#[derive(Debug, Default, Clone)]
+struct Levels {
+    unbuilt: Vec<String>,
+    levels: Vec<Level>,
+}
+
+impl Levels {
+    /// Builds the unbuilt literals into a level and merges levels like a binary counter.
+    fn catch_up(&mut self) {
+        if self.unbuilt.is_empty() {
+            return;
+        }
+        let fresh = std::mem::take(&mut self.unbuilt);
+        match self.levels.last_mut() {
+            Some(last) if last.literals.len() + fresh.len() <= SMALL_LEVEL => {
+                let mut literals = std::mem::take(&mut last.literals);
+                literals.extend(fresh);
+                *last = Level::new(literals);
+            }
+            _ => self.levels.push(Level::new(fresh)),
+        }
+        while self.levels.len() >= 2 {
+            let n = self.levels.len();
+            if self.levels[n - 1].literals.len() < self.levels[n - 2].literals.len() {
+                break;
+            }
+            let top = self.levels.pop().map(|l| l.literals).unwrap_or_default();
+            let mut merged = self.levels.pop().map(|l| l.literals).unwrap_or_default();
+            merged.extend(top);
+            self.levels.push(Level::new(merged));
+        }
+    }
+}
+
+/// Literals with the automaton over them (`None`: the build failed; then a plain scan).
+#[derive(Debug, Clone)]
+struct Level {
+    literals: Vec<String>,
+    automaton: Option<AhoCorasick>,
+}
+
+impl Level {
+    fn new(literals: Vec<String>) -> Level {
+        // Building only fails beyond the crate's size limits, far past MAX_LITERAL_BYTES; the
+        // plain scan then keeps masking correct.
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(&literals)
+            .ok();
+        Level {
+            literals,
+            automaton,
+        }
+    }
+
+    fn find(&self, bytes: &[u8], ranges: &mut Vec<(usize, usize)>) {
+        match &self.automaton {
+            Some(automaton) => {
+                for m in automaton.find_overlapping_iter(bytes) {
+                    ranges.push((m.start(), m.end()));
+                }
+            }
+            None => {
+                for literal in &self.literals {
+                    let pattern = literal.as_bytes();
+                    for (start, window) in bytes.windows(pattern.len()).enumerate() {
+                        if window == pattern {
+                            ranges.push((start, start + pattern.len()));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl SecretMasker {
-    /// An empty masker (masks nothing).
+    /// An empty masker (masks nothing) with the default limits.
     pub fn new() -> Self {
-        SecretMasker::default()
+        SecretMasker {
+            limits: (MAX_VALUES, MAX_LITERAL_BYTES),
+            ..SecretMasker::default()
+        }
     }
 
     /// Registers a secret value: the trimmed value and, for a multi-line value, each non-empty
     /// trimmed line, each with its encoded variants. Blank values are ignored.
     pub fn add_value(&mut self, value: &str) {
-        let mut added = false;
         let trimmed = value.trim();
+        if trimmed.is_empty() && !value.contains(['\n', '\r']) {
+            return;
+        }
+        self.values += 1;
+        if self.values > self.limits.0 {
+            self.overflow();
+            return;
+        }
+        let mut fresh = Vec::new();
         if !trimmed.is_empty() {
-            added |= self.add_with_variants(trimmed);
+            self.add_with_variants(trimmed, &mut fresh);
         }
         if value.contains(['\n', '\r']) {
             for line in value.split(['\n', '\r']) {
                 let line = line.trim();
                 if !line.is_empty() {
-                    added |= self.add_with_variants(line);
+                    self.add_with_variants(line, &mut fresh);
                 }
             }
         }
-        if added {
-            self.rebuild();
+        self.levels_mut().unbuilt.extend(fresh);
+    }
+
+    fn levels(&self) -> std::sync::MutexGuard<'_, Levels> {
+        // Plain data: a panic elsewhere cannot leave it inconsistent.
+        self.automata.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn levels_mut(&mut self) -> &mut Levels {
+        self.automata.get_mut().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the job exceeded [`MAX_VALUES`] or [`MAX_LITERAL_BYTES`]: every line is withheld
+    /// from now on.
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    fn overflow(&mut self) {
+        if !self.overflowed {
+            tracing::warn!(
+                values = self.values,
+                bytes = self.literal_bytes,
+                "the job registered more values to mask than allowed; its further output is withheld"
+            );
         }
+        self.overflowed = true;
     }
 
     /// Registers a GitHub token: the token itself and the base64 of `x-access-token:<token>`
@@ -111,9 +264,9 @@ impl SecretMasker {
         Ok(())
     }
 
-    /// True if nothing is registered.
+    /// True if nothing is registered (and nothing is withheld).
     pub fn is_empty(&self) -> bool {
-        self.literals.is_empty() && self.regexes.is_empty()
+        self.literals.is_empty() && self.regexes.is_empty() && !self.overflowed
     }
 
     /// Length in bytes of the longest literal pattern (0 if none). A stream cut at least this
@@ -146,23 +299,23 @@ impl SecretMasker {
         splice(bytes, &ranges)
     }
 
-    /// The merged (overlapping or touching ranges joined), sorted byte ranges of all matches.
+    /// The merged (overlapping or touching ranges joined), sorted byte ranges of all matches
+    /// (the whole text once the job exceeded the masking limits).
     pub fn match_ranges(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
-        let mut ranges = Vec::new();
-        if let Some(automaton) = self.automaton.get_or_init(|| self.build_automaton()) {
-            for m in automaton.find_overlapping_iter(bytes) {
-                ranges.push((m.start(), m.end()));
-            }
-        } else {
-            for literal in &self.literals {
-                let pattern = literal.as_bytes();
-                for (start, window) in bytes.windows(pattern.len()).enumerate() {
-                    if window == pattern {
-                        ranges.push((start, start + pattern.len()));
-                    }
-                }
-            }
+        if self.overflowed {
+            return if bytes.is_empty() {
+                Vec::new()
+            } else {
+                vec![(0, bytes.len())]
+            };
         }
+        let mut ranges = Vec::new();
+        let mut levels = self.levels();
+        levels.catch_up();
+        for level in &levels.levels {
+            level.find(bytes, &mut ranges);
+        }
+        drop(levels);
         for regex in &self.regexes {
             for m in regex.find_iter(bytes) {
                 if m.end() > m.start() {
@@ -173,32 +326,24 @@ impl SecretMasker {
         merge_ranges(ranges)
     }
 
-    fn add_with_variants(&mut self, value: &str) -> bool {
-        let mut added = false;
+    fn add_with_variants(&mut self, value: &str, fresh: &mut Vec<String>) {
+        if self.overflowed {
+            return;
+        }
         for variant in encoded_variants(value) {
             let len = variant.len();
-            if !variant.is_empty() && self.literals.insert(variant) {
-                self.max_literal_len = self.max_literal_len.max(len);
-                added = true;
+            if variant.is_empty() || self.literals.contains(&variant) {
+                continue;
             }
+            if self.literal_bytes + len > self.limits.1 {
+                self.overflow();
+                return;
+            }
+            self.literal_bytes += len;
+            self.max_literal_len = self.max_literal_len.max(len);
+            self.literals.insert(variant.clone());
+            fresh.push(variant);
         }
-        added
-    }
-
-    fn rebuild(&mut self) {
-        self.automaton = OnceLock::new();
-    }
-
-    fn build_automaton(&self) -> Option<AhoCorasick> {
-        if self.literals.is_empty() {
-            return None;
-        }
-        // Building only fails beyond the crate's size limits, far past any realistic set of
-        // secrets; `match_ranges` then falls back to a plain scan rather than masking nothing.
-        AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(&self.literals)
-            .ok()
     }
 }
 
@@ -488,6 +633,45 @@ mod tests {
         assert_eq!(powershell_pre_ampersand("secret1&+secret2"), "secret1&+");
         assert_eq!(powershell_post_ampersand("secret1&+secret2"), "ecret2");
         assert_eq!(powershell_post_ampersand("part1&part2&part3x"), "part3x");
+    }
+
+    #[test]
+    fn values_added_between_lines_mask_every_one() {
+        let mut m = SecretMasker::new();
+        for i in 0..3000 {
+            m.add_value(&format!("alt-secret-{i:05}x"));
+            let earlier = format!("alt-secret-{:05}x", i / 2);
+            let line = format!("now alt-secret-{i:05}x then {earlier} end");
+            assert_eq!(m.mask(&line), "now *** then *** end", "value {i}");
+        }
+        assert_eq!(m.mask("alt-secret-99999x"), "alt-secret-99999x");
+    }
+
+    #[test]
+    fn past_the_limits_every_line_is_withheld() {
+        let mut m = SecretMasker {
+            limits: (10, 1 << 20),
+            ..SecretMasker::default()
+        };
+        for i in 0..10 {
+            m.add_value(&format!("value-{i}"));
+        }
+        assert!(!m.is_overflowed());
+        assert_eq!(m.mask("a value-3 b"), "a *** b");
+        m.add_value("one-too-many");
+        assert!(m.is_overflowed());
+        assert_eq!(m.mask("anything at all, one-too-many or not"), MASK);
+        assert_eq!(m.mask(""), "");
+        // The byte limit likewise.
+        let mut m = SecretMasker {
+            limits: (1000, 64),
+            ..SecretMasker::default()
+        };
+        m.add_value("short");
+        assert!(!m.is_overflowed());
+        m.add_value(&"x".repeat(100));
+        assert!(m.is_overflowed());
+        assert_eq!(m.mask_bytes(b"bytes too"), MASK.as_bytes());
     }
 
     #[test]

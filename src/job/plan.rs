@@ -435,9 +435,7 @@ impl JobPlan {
     ) -> Result<Vec<(String, String)>, TemplateError> {
         let mut env: Vec<(String, String)> = Vec::new();
         for token in &self.job_env {
-            for (k, v) in evaluator.evaluate_string_map(token)? {
-                set_env(&mut env, k, v);
-            }
+            merge_env(&mut env, evaluator.evaluate_string_map(token)?);
         }
         Ok(env)
     }
@@ -491,6 +489,29 @@ impl JobPlan {
 }
 
 /// Sets `key` in an ordered env list (exact key comparison; keeps the first position).
+/// Sets every pair of `pairs` in `env` as [`set_env`] would, in O(len(env) + len(pairs)): a job
+/// controls how many variables it sets, so merging must stay linear.
+pub fn merge_env(
+    env: &mut Vec<(String, String)>,
+    pairs: impl IntoIterator<Item = (String, String)>,
+) {
+    let mut index: std::collections::HashMap<String, usize> = env
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.clone(), i))
+        .collect();
+    for (key, value) in pairs {
+        match index.get(&key) {
+            Some(&at) => env[at].1 = value,
+            None => {
+                index.insert(key.clone(), env.len());
+                env.push((key, value));
+            }
+        }
+    }
+}
+
+/// Sets `key` in `env` (replacing its value in place, else appending).
 pub fn set_env(env: &mut Vec<(String, String)>, key: String, value: String) {
     match env.iter_mut().find(|(k, _)| *k == key) {
         Some(entry) => entry.1 = value,

@@ -34,7 +34,7 @@ use crate::job::commands::{
 use crate::job::events::{Annotation, AnnotationLevel, JobEvent};
 use crate::job::filecmd;
 use crate::job::mask::SecretMasker;
-use crate::job::plan::{JobPlan, PlannedStep, RunDefaults, ScriptInputs, StepKind, set_env};
+use crate::job::plan::{JobPlan, PlannedStep, RunDefaults, ScriptInputs, StepKind, merge_env};
 use crate::job::script::{ScriptRequest, render_step};
 use crate::job::stepexec::{StepExec, execute_step, file_command_paths, runner_error};
 use crate::job::template::TemplateEvaluator;
@@ -88,7 +88,13 @@ struct JobState<'a> {
     defaults: RunDefaults,
     failed: bool,
     outcome: JobOutcome,
+    /// Bytes of outputs, environment, state and PATH entries the steps handed back so far.
+    data_bytes: usize,
 }
+
+/// Most bytes of outputs, environment, state and PATH entries all steps of a job may hand back
+/// (ghrunner-vm's limit: the agent keeps them for the rest of the job).
+pub const JOB_DATA_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Runs the plan's steps in `vm` and returns how the job ended. Events end with
 /// `JobCompleted`. `cancel` is the job cancellation (the service's `JobCancellation`).
@@ -143,6 +149,7 @@ impl<'a> JobState<'a> {
             path: Vec::new(),
             defaults: RunDefaults::default(),
             failed: false,
+            data_bytes: 0,
             outcome: JobOutcome {
                 result: TaskResult::Succeeded,
                 outputs: Vec::new(),
@@ -283,6 +290,7 @@ impl JobState<'_> {
             Prepared::Run(exec) => {
                 exec_outcome =
                     execute_step(vm, *exec, &mut self.masker, &self.events, cancel).await;
+                self.enforce_job_limits(step.id, &mut exec_outcome).await;
                 self.outcome
                     .annotations
                     .extend(exec_outcome.annotations.iter().cloned());
@@ -297,9 +305,7 @@ impl JobState<'_> {
         if conclusion == TaskResult::Failed {
             self.failed = true;
         }
-        for (name, value) in exec_outcome.env {
-            set_env(&mut self.env, name, value);
-        }
+        merge_env(&mut self.env, std::mem::take(&mut exec_outcome.env));
         filecmd::add_path_entries(&mut self.path, &exec_outcome.path);
         self.record_step(step, result, conclusion, &exec_outcome.outputs);
         self.outcome.steps.push(StepOutcome {
@@ -317,6 +323,54 @@ impl JobState<'_> {
             at: Utc::now(),
         })
         .await;
+    }
+
+    /// Refuses what a step handed back when it would break the job's limits: a PATH longer than
+    /// a variable may be, or more data than [`JOB_DATA_MAX_BYTES`] in total. The step fails,
+    /// naming the limit, and its outputs, environment, state and PATH entries are dropped.
+    async fn enforce_job_limits(
+        &mut self,
+        step_id: Uuid,
+        outcome: &mut crate::job::stepexec::StepExecOutcome,
+    ) {
+        let pairs = |list: &[(String, String)]| -> usize {
+            list.iter().map(|(k, v)| k.len() + v.len()).sum()
+        };
+        let step_bytes = pairs(&outcome.outputs)
+            + pairs(&outcome.env)
+            + pairs(&outcome.state)
+            + outcome.path.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut path = self.path.clone();
+        filecmd::add_path_entries(&mut path, &outcome.path);
+        let path_bytes = path.iter().map(|p| p.len() + 1).sum::<usize>()
+            + crate::job::script::DEFAULT_GUEST_PATH.len();
+        let refusal = if !outcome.path.is_empty() && path_bytes > filecmd::MAX_ENV_VALUE_BYTES {
+            Some(format!(
+                "GITHUB_PATH: PATH would be {path_bytes} bytes; a variable may hold at most {} \
+                 bytes (Linux refuses to start programs with a longer one)",
+                filecmd::MAX_ENV_VALUE_BYTES
+            ))
+        } else if self.data_bytes + step_bytes > JOB_DATA_MAX_BYTES {
+            Some(format!(
+                "The job's steps handed back more than {} MiB of outputs, environment \
+                 variables, state and PATH entries (ghrunner-vm's limit per job); this step's \
+                 are dropped.",
+                JOB_DATA_MAX_BYTES >> 20
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            None => self.data_bytes += step_bytes,
+            Some(message) => {
+                self.step_error(step_id, message).await;
+                outcome.outputs.clear();
+                outcome.env.clear();
+                outcome.state.clear();
+                outcome.path.clear();
+                outcome.result = Some(outcome.task_result().merge(TaskResult::Failed));
+            }
+        }
     }
 
     async fn step_error(&mut self, step_id: Uuid, message: String) {
@@ -385,7 +439,7 @@ impl JobState<'_> {
         };
         let mut env = job_env;
         match step_env {
-            Ok(pairs) => pairs.into_iter().for_each(|(k, v)| set_env(&mut env, k, v)),
+            Ok(pairs) => merge_env(&mut env, pairs),
             Err(err) => return (settings, Prepared::Fail(vec![err.user_message()])),
         }
         self.step_contexts(status, &env);

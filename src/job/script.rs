@@ -13,7 +13,7 @@
 use uuid::Uuid;
 
 use crate::expr::Object;
-use crate::job::plan::{JobPlan, RunDefaults, github_runner_env, set_env};
+use crate::job::plan::{JobPlan, RunDefaults, github_runner_env, merge_env, set_env};
 use crate::vm::GuestCommand;
 
 /// PATH assumed for the guest when GITHUB_PATH prepends exist but neither the env context nor
@@ -323,9 +323,7 @@ pub fn render_step(
 /// The environment of a script step, in the runner's order (later wins, keys unique).
 pub fn step_environment(plan: &JobPlan, request: &ScriptRequest<'_>) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
-    for (k, v) in request.env {
-        set_env(&mut env, k.clone(), v.clone());
-    }
+    merge_env(&mut env, request.env.iter().cloned());
     if !request.path_prepends.is_empty() {
         let base = env
             .iter()

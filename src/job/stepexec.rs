@@ -10,15 +10,23 @@
 //!  upload empty file-command files + script
 //!        │
 //!        ▼
-//!  Vm::exec ──chunks──► LineAssembler (stdout, stderr) ──lines──► CommandProcessor
-//!        │                                                           │ effects
-//!        │ timeout timer / job cancel (unless the step keeps running)▼
-//!        │                                      masks, outputs, env … ; Log → mask → JobEvent
-//!        ▼
-//!  exit code ─► download + parse file commands ─► StepExecOutcome
+//!  Vm::exec ──chunks──► (blocking thread) LineAssembler ──lines──► CommandProcessor ──► masking
+//!        │                                           effects: outputs, env, masks, annotations
+//!        │ timeout timer / job cancel (unless the step keeps running)      │ JobEvents
+//!        ▼                                                                  ▼ (back-pressure)
+//!  exit code ─► read the file-command files (each sized in the guest, ≤ 1 MiB) ─► StepExecOutcome
 //! ```
+//!
+//! Everything here is driven by the guest, so it is bounded: output is processed on blocking
+//! threads (masking and command parsing never hold up the async workers that serve other
+//! registrations' listeners and heartbeats), in batches of the chunks that arrived meanwhile;
+//! a file-command file larger than [`filecmd::FILE_COMMAND_MAX_BYTES`] is not read but fails
+//! the step; a step keeps at most [`MAX_ANNOTATIONS_PER_TYPE`] annotations of each type (the
+//! official limit; every one is still logged); and the outputs, environment and state one step
+//! may hand back total at most [`STEP_DATA_MAX_BYTES`].
 
 use crate::errors::error_chain;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -31,7 +39,7 @@ use crate::job::filecmd::{self, FileCommand, StepSummary};
 use crate::job::lines::LineAssembler;
 use crate::job::mask::SecretMasker;
 use crate::protocol::TaskResult;
-use crate::vm::{GuestCommand, GuestFile, OutputChunk, Vm};
+use crate::vm::{GuestCommand, GuestFile, GuestRead, OutputChunk, Vm};
 
 /// Output chunks buffered between the VM backend and the line assembler.
 const OUTPUT_CHANNEL_CAPACITY: usize = 256;
@@ -71,6 +79,17 @@ pub fn file_command_paths(dir: &str) -> Vec<(FileCommand, String)> {
         .collect()
 }
 
+/// Annotations of one type (error, warning, notice) a step keeps as annotations; the rest are
+/// only logged (the official runner's `_maxCountPerIssueType`, `ExecutionContext.cs`).
+pub const MAX_ANNOTATIONS_PER_TYPE: usize = 10;
+
+/// Most bytes of outputs, environment, state and PATH entries one step may hand back (file
+/// commands and workflow commands together).
+pub const STEP_DATA_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Output chunks handed to one blocking-thread batch at most.
+const BATCH_CHUNKS: usize = 64;
+
 /// What a step run produced (before `continue-on-error`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepExecOutcome {
@@ -84,8 +103,10 @@ pub struct StepExecOutcome {
     pub path: Vec<String>,
     /// Saved state (GITHUB_STATE, `::save-state`).
     pub state: Vec<(String, String)>,
-    /// Annotations raised (already sent as events), masked.
+    /// Annotations kept (at most [`MAX_ANNOTATIONS_PER_TYPE`] per type), masked.
     pub annotations: Vec<Annotation>,
+    /// Annotations raised, per type (error, warning, notice), kept or not.
+    pub annotation_counts: [u64; 3],
 }
 
 impl StepExecOutcome {
@@ -99,75 +120,200 @@ impl StepExecOutcome {
     }
 }
 
-/// Sends the step's events and applies command effects.
-struct StepSink<'a> {
+/// The synchronous side of a step: line assembly, workflow commands, masking and the outcome.
+/// Its methods queue the [`JobEvent`]s to send in `out`; they never block on I/O, so a batch of
+/// output runs on a blocking thread.
+struct StepState {
     step_id: Uuid,
     step_debug: bool,
-    masker: &'a mut SecretMasker,
-    events: &'a mpsc::Sender<JobEvent>,
+    masker: SecretMasker,
     outcome: StepExecOutcome,
+    processor: CommandProcessor,
+    stdout: LineAssembler,
+    stderr: LineAssembler,
+    /// Positions in `outcome.outputs`, `.env`, `.state` by name (updates in O(1)).
+    index: [HashMap<String, usize>; 3],
+    /// Bytes of outputs, environment, state and PATH entries handed back so far.
+    data_bytes: usize,
+    data_overflowed: bool,
 }
 
-impl StepSink<'_> {
-    async fn log(&self, line: &str) {
-        let line = self.masker.mask(line);
-        // A closed receiver means nobody reports any more; the step still runs to completion.
-        let _ = self
-            .events
-            .send(JobEvent::Log {
-                step_id: Some(self.step_id),
-                line,
-            })
-            .await;
+/// Which list of the outcome a name-value pair goes to.
+#[derive(Clone, Copy)]
+enum Data {
+    Output = 0,
+    Env = 1,
+    State = 2,
+}
+
+impl StepState {
+    fn new(step: &StepExec, masker: SecretMasker) -> Self {
+        StepState {
+            step_id: step.step_id,
+            step_debug: step.commands.step_debug,
+            masker,
+            outcome: StepExecOutcome::default(),
+            processor: CommandProcessor::new(step.commands.clone()),
+            stdout: LineAssembler::new(),
+            stderr: LineAssembler::new(),
+            index: Default::default(),
+            data_bytes: 0,
+            data_overflowed: false,
+        }
     }
 
-    async fn annotate(&mut self, annotation: Annotation) {
+    fn log(&self, line: &str, out: &mut Vec<JobEvent>) {
+        out.push(JobEvent::Log {
+            step_id: Some(self.step_id),
+            line: self.masker.mask(line),
+        });
+    }
+
+    fn annotate(&mut self, annotation: Annotation, out: &mut Vec<JobEvent>) {
         let masked = Annotation {
             message: self.masker.mask(&annotation.message),
             title: annotation.title.map(|t| self.masker.mask(&t)),
             file: annotation.file.map(|f| self.masker.mask(&f)),
             ..annotation
         };
-        self.log(&annotation_log_line(&masked)).await;
-        let _ = self
-            .events
-            .send(JobEvent::Annotation {
-                step_id: Some(self.step_id),
-                annotation: masked.clone(),
-            })
-            .await;
-        self.outcome.annotations.push(masked);
+        self.log(&annotation_log_line(&masked), out);
+        let count = &mut self.outcome.annotation_counts[level_index(masked.level)];
+        *count += 1;
+        // Every annotation goes to the reporter (it counts them and keeps the official number);
+        // the outcome keeps only as many as the official runner would.
+        out.push(JobEvent::Annotation {
+            step_id: Some(self.step_id),
+            annotation: masked.clone(),
+        });
+        if *count <= MAX_ANNOTATIONS_PER_TYPE as u64 {
+            self.outcome.annotations.push(masked);
+        }
     }
 
-    async fn error(&mut self, message: String) {
-        self.annotate(runner_error(message)).await;
+    fn error(&mut self, message: String, out: &mut Vec<JobEvent>) {
+        self.annotate(runner_error(message), out);
     }
 
-    async fn apply(&mut self, effects: Vec<CommandEffect>) {
+    /// Counts `bytes` of data handed back; false (and the step failed once, with the limit
+    /// named) when the step exceeds [`STEP_DATA_MAX_BYTES`].
+    fn take_data(&mut self, bytes: usize, out: &mut Vec<JobEvent>) -> bool {
+        if self.data_overflowed {
+            return false;
+        }
+        self.data_bytes += bytes;
+        if self.data_bytes <= STEP_DATA_MAX_BYTES {
+            return true;
+        }
+        self.data_overflowed = true;
+        self.error(
+            format!(
+                "The step handed back more than {} MiB of outputs, environment variables, state \
+                 and PATH entries (ghrunner-vm's limit per step); the rest is ignored.",
+                STEP_DATA_MAX_BYTES >> 20
+            ),
+            out,
+        );
+        self.outcome.fail();
+        false
+    }
+
+    fn set(&mut self, list: Data, name: String, value: String, out: &mut Vec<JobEvent>) {
+        if !self.take_data(name.len() + value.len(), out) {
+            return;
+        }
+        let entries = match list {
+            Data::Output => &mut self.outcome.outputs,
+            Data::Env => &mut self.outcome.env,
+            Data::State => &mut self.outcome.state,
+        };
+        let index = &mut self.index[list as usize];
+        match index.get(&name) {
+            Some(&at) => entries[at].1 = value,
+            None => {
+                index.insert(name.clone(), entries.len());
+                entries.push((name, value));
+            }
+        }
+    }
+
+    fn add_path(&mut self, entry: String, out: &mut Vec<JobEvent>) {
+        if self.take_data(entry.len() + 1, out) {
+            self.outcome.path.push(entry);
+        }
+    }
+
+    fn set_env(&mut self, name: String, value: String, out: &mut Vec<JobEvent>) {
+        if value.len() > filecmd::MAX_ENV_VALUE_BYTES {
+            self.error(filecmd::env_value_too_long_message(&name, value.len()), out);
+            self.outcome.fail();
+            return;
+        }
+        self.set(Data::Env, name, value, out);
+    }
+
+    fn apply(&mut self, effects: Vec<CommandEffect>, out: &mut Vec<JobEvent>) {
         for effect in effects {
             match effect {
-                CommandEffect::Log(line) => self.log(&line).await,
+                CommandEffect::Log(line) => self.log(&line, out),
                 CommandEffect::AddMask(value) => self.masker.add_value(&value),
                 CommandEffect::SetOutput { name, value } => {
-                    set(&mut self.outcome.outputs, name, value)
+                    self.set(Data::Output, name, value, out)
                 }
-                CommandEffect::SaveState { name, value } => {
-                    set(&mut self.outcome.state, name, value)
-                }
-                CommandEffect::SetEnv { name, value } => set(&mut self.outcome.env, name, value),
-                CommandEffect::AddPath(entry) => self.outcome.path.push(entry),
-                CommandEffect::Annotation(annotation) => self.annotate(annotation).await,
+                CommandEffect::SaveState { name, value } => self.set(Data::State, name, value, out),
+                CommandEffect::SetEnv { name, value } => self.set_env(name, value, out),
+                CommandEffect::AddPath(entry) => self.add_path(entry, out),
+                CommandEffect::Annotation(annotation) => self.annotate(annotation, out),
                 CommandEffect::Debug(text) => {
                     if self.step_debug {
                         for line in text.split('\n') {
-                            self.log(&format!("##[debug]{}", line.trim_end_matches('\r')))
-                                .await;
+                            self.log(&format!("##[debug]{}", line.trim_end_matches('\r')), out);
                         }
                     }
                 }
                 CommandEffect::Fail => self.outcome.fail(),
             }
         }
+    }
+
+    /// Assembles a chunk into lines and processes them.
+    fn on_chunk(&mut self, chunk: OutputChunk, out: &mut Vec<JobEvent>) {
+        let (assembler, bytes) = match &chunk {
+            OutputChunk::Stdout(b) => (&mut self.stdout, b),
+            OutputChunk::Stderr(b) => (&mut self.stderr, b),
+        };
+        let lines = assembler.push(bytes, &self.masker);
+        for line in lines {
+            let effects = self.processor.process_line(&line);
+            self.apply(effects, out);
+        }
+    }
+
+    /// Processes the unterminated last lines.
+    fn end_of_output(&mut self, out: &mut Vec<JobEvent>) {
+        for line in [self.stdout.finish(), self.stderr.finish()]
+            .into_iter()
+            .flatten()
+        {
+            let effects = self.processor.process_line(&line);
+            self.apply(effects, out);
+        }
+    }
+}
+
+fn level_index(level: AnnotationLevel) -> usize {
+    match level {
+        AnnotationLevel::Error => 0,
+        AnnotationLevel::Warning => 1,
+        AnnotationLevel::Notice => 2,
+    }
+}
+
+/// Sends queued events in order (a closed receiver means nobody reports any more; the step
+/// still runs to completion). Each send waits while the reporter's queue is full: that is the
+/// back-pressure that slows a flooding step down to what the reporter can take.
+async fn send_all(events: &mpsc::Sender<JobEvent>, out: Vec<JobEvent>) {
+    for event in out {
+        let _ = events.send(event).await;
     }
 }
 
@@ -185,13 +331,6 @@ pub fn runner_error(message: String) -> Annotation {
     }
 }
 
-fn set(list: &mut Vec<(String, String)>, name: String, value: String) {
-    match list.iter_mut().find(|(k, _)| *k == name) {
-        Some(entry) => entry.1 = value,
-        None => list.push((name, value)),
-    }
-}
-
 /// How the exec ended, seen from the step.
 enum Ended {
     Exited(i32),
@@ -201,8 +340,8 @@ enum Ended {
 }
 
 /// Runs one step. Events (logs, annotations, summary) go to `events`, masked; the outcome's
-/// result is `Failed` on a non-zero exit, a timeout, a VM error or a command/file-command
-/// error, `Canceled` when `job_cancel` fired and the step does not keep running.
+/// result is `Failed` on a non-zero exit, a timeout, a VM error, a command/file-command error
+/// or an exceeded limit, `Canceled` when `job_cancel` fired and the step does not keep running.
 pub async fn execute_step<V: Vm>(
     vm: &V,
     step: StepExec,
@@ -210,47 +349,55 @@ pub async fn execute_step<V: Vm>(
     events: &mpsc::Sender<JobEvent>,
     job_cancel: &CancellationToken,
 ) -> StepExecOutcome {
-    let mut sink = StepSink {
-        step_id: step.step_id,
-        step_debug: step.commands.step_debug,
-        masker,
-        events,
-        outcome: StepExecOutcome::default(),
-    };
+    // The masker travels with the step's state (to blocking threads and back) and is returned.
+    let mut state = StepState::new(&step, std::mem::take(masker));
+    let mut out = Vec::new();
     if let Err(err) = upload_files(vm, &step).await {
-        sink.error(format!("Unable to prepare the step: {}", error_chain(&err)))
-            .await;
-        sink.outcome.fail();
-        return sink.outcome;
+        state.error(
+            format!("Unable to prepare the step: {}", error_chain(&err)),
+            &mut out,
+        );
+        state.outcome.fail();
+    } else {
+        let (ended, returned) = run_command(vm, &step, state, events, job_cancel).await;
+        state = returned;
+        match ended {
+            Ended::Exited(0) => {}
+            Ended::Exited(code) => {
+                state.error(
+                    format!("Process completed with exit code {code}."),
+                    &mut out,
+                );
+                state.outcome.fail();
+            }
+            Ended::TimedOut => {
+                let minutes = step.timeout.map_or(0.0, |(m, _)| m);
+                state.error(
+                    format!(
+                        "The action '{}' has timed out after {minutes} minutes.",
+                        step.display_name
+                    ),
+                    &mut out,
+                );
+                state.outcome.fail();
+            }
+            Ended::Cancelled => {
+                state.outcome.result = Some(TaskResult::Canceled);
+            }
+            Ended::Failed(err) => {
+                state.error(
+                    format!("The step could not be run: {}", error_chain(&err)),
+                    &mut out,
+                );
+                state.outcome.fail();
+            }
+        }
+        send_all(events, std::mem::take(&mut out)).await;
+        process_file_commands(vm, &step, &mut state, &mut out).await;
     }
-    let ended = run_command(vm, &step, &mut sink, job_cancel).await;
-    match ended {
-        Ended::Exited(0) => {}
-        Ended::Exited(code) => {
-            sink.error(format!("Process completed with exit code {code}."))
-                .await;
-            sink.outcome.fail();
-        }
-        Ended::TimedOut => {
-            let minutes = step.timeout.map_or(0.0, |(m, _)| m);
-            sink.error(format!(
-                "The action '{}' has timed out after {minutes} minutes.",
-                step.display_name
-            ))
-            .await;
-            sink.outcome.fail();
-        }
-        Ended::Cancelled => {
-            sink.outcome.result = Some(TaskResult::Canceled);
-        }
-        Ended::Failed(err) => {
-            sink.error(format!("The step could not be run: {}", error_chain(&err)))
-                .await;
-            sink.outcome.fail();
-        }
-    }
-    process_file_commands(vm, &step, &mut sink).await;
-    sink.outcome
+    send_all(events, out).await;
+    *masker = state.masker;
+    state.outcome
 }
 
 /// Creates the step's (empty) file-command files and its script, in one batch.
@@ -272,13 +419,15 @@ async fn upload_files<V: Vm>(vm: &V, step: &StepExec) -> Result<(), crate::vm::V
     vm.write_files(Vec::new(), files).await
 }
 
-/// Runs the command, feeding its output through assembly, command processing and masking.
+/// Runs the command, feeding its output through assembly, command processing and masking on
+/// blocking threads; returns how it ended and the state.
 async fn run_command<V: Vm>(
     vm: &V,
     step: &StepExec,
-    sink: &mut StepSink<'_>,
+    state: StepState,
+    events: &mpsc::Sender<JobEvent>,
     job_cancel: &CancellationToken,
-) -> Ended {
+) -> (Ended, StepState) {
     let (tx, mut rx) = mpsc::channel::<OutputChunk>(OUTPUT_CHANNEL_CAPACITY);
     let stop = CancellationToken::new();
     let exec = vm.exec(step.command.clone(), tx, stop.clone());
@@ -300,23 +449,34 @@ async fn run_command<V: Vm>(
             () = job_cancelled => Ended::Cancelled,
         }
     };
-    let consume = async {
-        let mut processor = CommandProcessor::new(step.commands.clone());
-        let mut stdout = LineAssembler::new();
-        let mut stderr = LineAssembler::new();
-        while let Some(chunk) = rx.recv().await {
-            let (assembler, bytes) = match &chunk {
-                OutputChunk::Stdout(b) => (&mut stdout, b),
-                OutputChunk::Stderr(b) => (&mut stderr, b),
-            };
-            let lines = assembler.push(bytes, &*sink.masker);
-            for line in lines {
-                sink.apply(processor.process_line(&line)).await;
+    let consume = async move {
+        let mut state = state;
+        while let Some(first) = rx.recv().await {
+            let mut chunks = vec![first];
+            while chunks.len() < BATCH_CHUNKS {
+                match rx.try_recv() {
+                    Ok(chunk) => chunks.push(chunk),
+                    Err(_) => break,
+                }
             }
+            let work = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for chunk in chunks {
+                    state.on_chunk(chunk, &mut out);
+                }
+                (state, out)
+            });
+            let (returned, out) = match work.await {
+                Ok(done) => done,
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            };
+            state = returned;
+            send_all(events, out).await;
         }
-        for line in [stdout.finish(), stderr.finish()].into_iter().flatten() {
-            sink.apply(processor.process_line(&line)).await;
-        }
+        let mut out = Vec::new();
+        state.end_of_output(&mut out);
+        send_all(events, out).await;
+        state
     };
     let run = async {
         tokio::pin!(exec);
@@ -332,87 +492,115 @@ async fn run_command<V: Vm>(
         };
         (result, reason)
     };
-    let ((result, reason), ()) = tokio::join!(run, consume);
-    match (result, reason) {
+    let ((result, reason), state) = tokio::join!(run, consume);
+    let ended = match (result, reason) {
         (Err(err), _) => Ended::Failed(err),
         (Ok(_), Some(reason)) => reason,
         (Ok(outcome), None) => Ended::Exited(outcome.exit_code),
-    }
+    };
+    (ended, state)
 }
 
-/// Downloads and applies the step's file commands (always, whatever the exit code).
-async fn process_file_commands<V: Vm>(vm: &V, step: &StepExec, sink: &mut StepSink<'_>) {
+/// Reads and applies the step's file commands (always, whatever the exit code). Each file is
+/// sized in the guest first: one larger than [`filecmd::FILE_COMMAND_MAX_BYTES`] is not read.
+async fn process_file_commands<V: Vm>(
+    vm: &V,
+    step: &StepExec,
+    state: &mut StepState,
+    out: &mut Vec<JobEvent>,
+) {
     let files: Vec<&(FileCommand, String)> = step
         .files
         .iter()
         .filter(|(kind, _)| kind.is_read_back())
         .collect();
     let paths: Vec<String> = files.iter().map(|(_, path)| path.clone()).collect();
-    let contents = vm.read_files(paths).await.unwrap_or_else(|err| {
-        tracing::debug!(error = %err, "file command files not readable; skipped");
-        vec![None; files.len()]
-    });
-    for ((kind, path), bytes) in files.into_iter().zip(contents) {
-        // A file the step deleted is skipped, as the official runner does.
-        let Some(bytes) = bytes else {
-            tracing::debug!(file = %path, "file command file not readable; skipped");
-            continue;
+    let contents = vm
+        .read_files(paths, filecmd::FILE_COMMAND_MAX_BYTES)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::debug!(error = %err, "file command files not readable; skipped");
+            vec![GuestRead::Missing; files.len()]
+        });
+    for ((kind, path), read) in files.into_iter().zip(contents) {
+        let result = match read {
+            // A file the step deleted is skipped, as the official runner does.
+            GuestRead::Missing => {
+                tracing::debug!(file = %path, "file command file not readable; skipped");
+                continue;
+            }
+            GuestRead::TooLarge { size } => Err(filecmd::too_large(*kind, size)),
+            GuestRead::Contents(bytes) => apply_file_command(*kind, &bytes, state, out),
         };
-        if let Err(message) = apply_file_command(*kind, &bytes, sink).await {
-            sink.error(format!(
-                "Unable to process file command '{}' successfully.",
-                kind.context_name()
-            ))
-            .await;
-            sink.error(message).await;
-            sink.outcome.fail();
+        match result {
+            Ok(()) => {}
+            // The step summary's official rule: an error, no upload, the step goes on.
+            Err(filecmd::FileCommandFailure::Report(message)) => state.error(message, out),
+            Err(filecmd::FileCommandFailure::FailStep(message)) => {
+                state.error(
+                    format!(
+                        "Unable to process file command '{}' successfully.",
+                        kind.context_name()
+                    ),
+                    out,
+                );
+                state.error(message, out);
+                state.outcome.fail();
+            }
         }
     }
 }
 
-async fn apply_file_command(
+fn apply_file_command(
     kind: FileCommand,
     bytes: &[u8],
-    sink: &mut StepSink<'_>,
-) -> Result<(), String> {
-    let pairs = || filecmd::parse_key_values(bytes).map_err(|e| e.to_string());
+    state: &mut StepState,
+    out: &mut Vec<JobEvent>,
+) -> Result<(), filecmd::FileCommandFailure> {
+    let pairs = || {
+        filecmd::parse_key_values(bytes)
+            .map_err(|e| filecmd::FileCommandFailure::FailStep(e.to_string()))
+    };
     match kind {
-        FileCommand::Path => sink.outcome.path.extend(filecmd::parse_path_lines(bytes)),
+        FileCommand::Path => {
+            for entry in filecmd::parse_path_lines(bytes) {
+                state.add_path(entry, out);
+            }
+        }
         FileCommand::Env => {
             for (name, value) in pairs()? {
                 if filecmd::is_blocked_env(&name) {
-                    sink.error(filecmd::blocked_env_message(&name)).await;
+                    state.error(filecmd::blocked_env_message(&name), out);
                 } else {
-                    set(&mut sink.outcome.env, name, value);
+                    state.set_env(name, value, out);
                 }
             }
         }
         FileCommand::Output => {
             for (name, value) in pairs()? {
-                set(&mut sink.outcome.outputs, name, value);
+                state.set(Data::Output, name, value, out);
             }
         }
         FileCommand::State => {
             for (name, value) in pairs()? {
-                set(&mut sink.outcome.state, name, value);
+                state.set(Data::State, name, value, out);
             }
         }
         FileCommand::Artifacts | FileCommand::ArtifactsList => {}
         FileCommand::StepSummary => match filecmd::parse_step_summary(bytes) {
             StepSummary::Empty => {}
-            StepSummary::TooLarge(message) => sink.error(message).await,
+            StepSummary::TooLarge(message) => {
+                return Err(filecmd::FileCommandFailure::Report(message));
+            }
             StepSummary::Markdown(markdown) => {
                 let masked: Vec<String> = markdown
                     .split('\n')
-                    .map(|line| sink.masker.mask(line))
+                    .map(|line| state.masker.mask(line))
                     .collect();
-                let _ = sink
-                    .events
-                    .send(JobEvent::StepSummary {
-                        step_id: sink.step_id,
-                        markdown: masked.join("\n"),
-                    })
-                    .await;
+                out.push(JobEvent::StepSummary {
+                    step_id: state.step_id,
+                    markdown: masked.join("\n"),
+                });
             }
         },
     }

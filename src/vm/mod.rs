@@ -101,6 +101,20 @@ pub struct GuestFile {
     pub mode: u32,
 }
 
+/// A file read back from the guest with a size cap ([`Vm::read_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestRead {
+    /// Missing or unreadable.
+    Missing,
+    /// Its bytes (at most the cap).
+    Contents(Vec<u8>),
+    /// Larger than the cap: not read (`size` as the guest reported it).
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
 /// A piece of a running command's output, in the order the backend read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputChunk {
@@ -192,16 +206,26 @@ pub trait Vm: Send + Sync + 'static {
         }
     }
 
-    /// Reads several files; `None` for one that is missing or unreadable. Backends where each
-    /// call is a round trip should do it in one; the default downloads them one by one.
+    /// Reads several files, none larger than `max_bytes`: the guest controls these files, so a
+    /// backend must size each one in the guest before sending it and never transfer more than
+    /// the cap ([`GuestRead::TooLarge`] instead). Backends where each call is a round trip
+    /// should do it in one; the default downloads them one by one (fine for backends whose
+    /// files are local).
     fn read_files(
         &self,
         paths: Vec<String>,
-    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, VmError>> + Send {
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<Vec<GuestRead>, VmError>> + Send {
         async move {
             let mut files = Vec::with_capacity(paths.len());
             for path in &paths {
-                files.push(self.download(path).await.ok());
+                files.push(match self.download(path).await {
+                    Ok(bytes) if bytes.len() as u64 > max_bytes => GuestRead::TooLarge {
+                        size: bytes.len() as u64,
+                    },
+                    Ok(bytes) => GuestRead::Contents(bytes),
+                    Err(_) => GuestRead::Missing,
+                });
             }
             Ok(files)
         }

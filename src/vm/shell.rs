@@ -14,7 +14,7 @@
 //! exec 'argv0' 'argv1' ...
 //! ```
 
-use crate::vm::GuestCommand;
+use crate::vm::{GuestCommand, GuestRead};
 
 /// Exit code of the wrapper when it cannot record its PID or enter the working directory.
 pub const WRAPPER_FAILED_EXIT: i32 = 125;
@@ -131,6 +131,17 @@ pub fn render_download(path: &str) -> Result<String, ShellError> {
     Ok(format!("exec cat {}\n", quote(path)))
 }
 
+/// Renders a snippet that writes at most `max_bytes + 1` bytes of the file at `path` to stdout
+/// (one byte more than allowed tells the reader the file is too large).
+pub fn render_download_capped(path: &str, max_bytes: u64) -> Result<String, ShellError> {
+    check_nul(|| "the guest path".into(), path)?;
+    Ok(format!(
+        "exec head -c {} {}\n",
+        max_bytes.saturating_add(1),
+        quote(path)
+    ))
+}
+
 /// Renders a snippet that creates `dirs` (with parents), creates every file of `empty` empty,
 /// writes stdin to `from_stdin` (if any) and sets each file's mode; it stops at the first
 /// failure. One round trip instead of one per directory set and file.
@@ -167,9 +178,15 @@ pub fn render_write_batch(
 }
 
 /// Renders a snippet that prints each of `paths` framed for [`parse_read_batch`]: a header line
-/// (`-` for a missing or unreadable file, else its size), the bytes, then `sentinel` on its own
-/// line. Empty files cost no process in the guest.
-pub fn render_read_batch(paths: &[&str], sentinel: &str) -> Result<String, ShellError> {
+/// (`-` for a missing or unreadable file, `+<size>` for one larger than `max_bytes`, which is
+/// not sent, else its size), the bytes, then `sentinel` on its own line. The size is taken in
+/// the guest before anything is read, so a huge (or sparse) file costs the host nothing; at most
+/// that many bytes are sent even if the file grows meanwhile. Empty files cost no process.
+pub fn render_read_batch(
+    paths: &[&str],
+    sentinel: &str,
+    max_bytes: u64,
+) -> Result<String, ShellError> {
     let mut words = Vec::with_capacity(paths.len());
     for path in paths {
         check_nul(|| "a guest path".into(), path)?;
@@ -178,13 +195,23 @@ pub fn render_read_batch(paths: &[&str], sentinel: &str) -> Result<String, Shell
     Ok(format!(
         "for f in {}; do\n\
          if [ -f \"$f\" ] && [ -r \"$f\" ]; then\n\
-         if [ -s \"$f\" ]; then wc -c <\"$f\" && cat \"$f\" || exit 1; else echo 0; fi\n\
+         s=$(wc -c <\"$f\" | tr -d ' ') || exit 1\n\
+         if [ \"$s\" -gt {max_bytes} ]; then echo \"+$s\"\n\
+         elif [ \"$s\" -gt 0 ]; then echo \"$s\" && head -c \"$s\" \"$f\" || exit 1\n\
+         else echo 0; fi\n\
          else echo -; fi\n\
          echo {}\n\
          done\n",
         words.join(" "),
         quote(sentinel)
     ))
+}
+
+/// The most bytes [`render_read_batch`] output may have for `count` files of at most
+/// `max_bytes` each (headers and sentinels included).
+pub fn read_batch_limit(count: usize, max_bytes: u64, sentinel: &str) -> usize {
+    let per_file = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    count.saturating_mul(per_file.saturating_add(sentinel.len() + 32))
 }
 
 /// Why the output of [`render_read_batch`] could not be split (a file changed while it was
@@ -196,13 +223,14 @@ pub struct ReadBatchError {
     pub files: usize,
 }
 
-/// Splits the output of [`render_read_batch`] into the contents of `count` files (`None`:
-/// missing or unreadable).
+/// Splits the output of [`render_read_batch`] into `count` files; a file claiming more than
+/// `max_bytes` (a guest that does not follow the snippet) makes the output malformed.
 pub fn parse_read_batch(
     output: &[u8],
     count: usize,
     sentinel: &str,
-) -> Result<Vec<Option<Vec<u8>>>, ReadBatchError> {
+    max_bytes: u64,
+) -> Result<Vec<GuestRead>, ReadBatchError> {
     let bad = || ReadBatchError { files: count };
     let mut rest = output;
     let mut files = Vec::with_capacity(count);
@@ -215,12 +243,22 @@ pub fn parse_read_batch(
             .trim();
         rest = &rest[newline + 1..];
         let contents = if header == "-" {
-            None
+            GuestRead::Missing
+        } else if let Some(size) = header.strip_prefix('+') {
+            let size: u64 = size.parse().map_err(|_| bad())?;
+            if size <= max_bytes {
+                return Err(bad());
+            }
+            GuestRead::TooLarge { size }
         } else {
-            let size: usize = header.parse().map_err(|_| bad())?;
+            let size: u64 = header.parse().map_err(|_| bad())?;
+            if size > max_bytes {
+                return Err(bad());
+            }
+            let size = usize::try_from(size).map_err(|_| bad())?;
             let bytes = rest.get(..size).ok_or_else(bad)?;
             rest = &rest[size..];
-            Some(bytes.to_vec())
+            GuestRead::Contents(bytes.to_vec())
         };
         rest = rest.strip_prefix(terminator.as_slice()).ok_or_else(bad)?;
         files.push(contents);
@@ -236,6 +274,7 @@ pub fn parse_read_batch(
 mod tests {
     use std::process::Command;
 
+    use super::GuestRead;
     use super::*;
 
     const NASTY: &[&str] = &[
@@ -514,18 +553,49 @@ mod tests {
         let paths = [&full, &empty, &missing, &tricky].map(|p| p.to_str().unwrap().to_owned());
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let sentinel = "--ghrunner-end-0123--";
-        let script = render_read_batch(&refs, sentinel).unwrap();
+        let script = render_read_batch(&refs, sentinel, 1024).unwrap();
         let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert!(out.status.success(), "{script}");
-        let files = parse_read_batch(&out.stdout, 4, sentinel).unwrap();
+        let files = parse_read_batch(&out.stdout, 4, sentinel, 1024).unwrap();
         assert_eq!(
             files,
             vec![
-                Some(b"K=V\nno newline at the end".to_vec()),
-                Some(Vec::new()),
-                None,
-                Some(b"--sentinel-lookalike--\n\n".to_vec()),
+                GuestRead::Contents(b"K=V\nno newline at the end".to_vec()),
+                GuestRead::Contents(Vec::new()),
+                GuestRead::Missing,
+                GuestRead::Contents(b"--sentinel-lookalike--\n\n".to_vec()),
             ]
+        );
+    }
+
+    #[test]
+    fn read_batch_sizes_files_before_reading_and_skips_the_large_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        let sparse = dir.path().join("sparse");
+        std::fs::write(&small, b"0123456789").unwrap();
+        // A sparse file: huge by size, nothing on disk; it must not be read at all.
+        let file = std::fs::File::create(&sparse).unwrap();
+        file.set_len(500 << 20).unwrap();
+        let paths = [&small, &sparse].map(|p| p.to_str().unwrap().to_owned());
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let sentinel = "--end--";
+        let script = render_read_batch(&refs, sentinel, 10).unwrap();
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{script}");
+        assert!(out.stdout.len() < 100, "the sparse file was not sent");
+        let files = parse_read_batch(&out.stdout, 2, sentinel, 10).unwrap();
+        assert_eq!(
+            files,
+            vec![
+                GuestRead::Contents(b"0123456789".to_vec()),
+                GuestRead::TooLarge { size: 500 << 20 },
+            ]
+        );
+        assert_eq!(
+            run_sh(&render_download_capped(paths[1].as_str(), 4).unwrap()).len(),
+            5,
+            "a capped download sends one byte more than allowed"
         );
     }
 
@@ -533,8 +603,12 @@ mod tests {
     fn read_batch_output_that_does_not_frame_is_refused() {
         let s = "--end--";
         assert_eq!(
-            parse_read_batch(b"0\n--end--\n", 1, s),
-            Ok(vec![Some(vec![])])
+            parse_read_batch(b"0\n--end--\n", 1, s, 8),
+            Ok(vec![GuestRead::Contents(vec![])])
+        );
+        assert_eq!(
+            parse_read_batch(b"+9\n--end--\n", 1, s, 8),
+            Ok(vec![GuestRead::TooLarge { size: 9 }])
         );
         for bad in [
             &b""[..],
@@ -543,8 +617,11 @@ mod tests {
             b"1\nabc\n--end--\n",
             b"x\n--end--\n",
             b"0\n--end--\nextra",
+            // A guest that lies about the cap.
+            b"9\n123456789\n--end--\n",
+            b"+3\n--end--\n",
         ] {
-            assert!(parse_read_batch(bad, 1, s).is_err(), "{bad:?} accepted");
+            assert!(parse_read_batch(bad, 1, s, 8).is_err(), "{bad:?} accepted");
         }
     }
 }

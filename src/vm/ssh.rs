@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::{ClientKey, HostKey};
 use super::shell;
-use super::{ExecOutcome, GuestCommand, GuestFile, OutputChunk, VmError};
+use super::{ExecOutcome, GuestCommand, GuestFile, GuestRead, OutputChunk, VmError};
 
 /// Timeout of one TCP connect attempt.
 const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,6 +46,11 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 /// Read buffer size per stream.
 const READ_BUF: usize = 32 * 1024;
+/// Most output a transfer command (upload, write) may send back.
+const COLLECT_LIMIT: usize = 1 << 20;
+/// Most bytes a plain download reads (callers that read guest-controlled files use
+/// [`SshConnection::read_files`] with their own cap).
+const DOWNLOAD_LIMIT: usize = 64 << 20;
 /// libssh2's "would block" error code.
 const EAGAIN: ErrorCode = ErrorCode::Session(-37);
 
@@ -122,6 +127,7 @@ impl SshConnection {
             let sink = |chunk| {
                 // A dropped receiver means nobody wants the output; keep draining the channel.
                 let _ = output.blocking_send(chunk);
+                true
             };
             inner.run(&script, &stdin, Some((&pidfile, &cancel)), sink)
         })
@@ -145,7 +151,9 @@ impl SshConnection {
             step: "quoting the path",
             source: Box::new(e),
         })?;
-        let (_, stderr) = self.collect(script, contents, "uploading").await?;
+        let (_, stderr) = self
+            .collect(script, contents, "uploading", COLLECT_LIMIT)
+            .await?;
         drop(stderr);
         Ok(())
     }
@@ -183,37 +191,64 @@ impl SshConnection {
             source: Box::new(e),
         })?;
         let stdin = from_stdin.map(|f| f.contents).unwrap_or_default();
-        self.collect(script, stdin, "writing files").await?;
+        self.collect(script, stdin, "writing files", COLLECT_LIMIT)
+            .await?;
         for file in rest {
             self.upload(&file.path, file.contents, file.mode).await?;
         }
         Ok(())
     }
 
-    /// Reads `paths` in one round trip (`None`: missing or unreadable). If the framed output
-    /// does not parse (a file changed while being read), falls back to one read per file.
-    pub async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
+    /// Reads `paths` in one round trip, none larger than `max_bytes` (each is sized in the
+    /// guest first; a larger one is reported, not sent). If the framed output does not parse
+    /// (a file changed while being read), falls back to one capped read per file. The host
+    /// never receives more than the cap allows, whatever the guest does.
+    pub async fn read_files(
+        &self,
+        paths: Vec<String>,
+        max_bytes: u64,
+    ) -> Result<Vec<GuestRead>, VmError> {
         let sentinel = format!("--ghrunner-end-{}--", uuid::Uuid::new_v4().simple());
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let script = shell::render_read_batch(&refs, &sentinel).map_err(|e| VmError::Ssh {
-            name: self.inner.name.clone(),
-            step: "quoting the paths",
-            source: Box::new(e),
-        })?;
+        let script =
+            shell::render_read_batch(&refs, &sentinel, max_bytes).map_err(|e| VmError::Ssh {
+                name: self.inner.name.clone(),
+                step: "quoting the paths",
+                source: Box::new(e),
+            })?;
+        let limit = shell::read_batch_limit(paths.len(), max_bytes, &sentinel);
         let batched = self
-            .collect(script, Vec::new(), "reading files")
+            .collect(script, Vec::new(), "reading files", limit)
             .await
-            .map(|(out, _)| shell::parse_read_batch(&out, paths.len(), &sentinel));
+            .map(|(out, _)| shell::parse_read_batch(&out, paths.len(), &sentinel, max_bytes));
         match batched {
             Ok(Ok(files)) => Ok(files),
             other => {
                 tracing::debug!(vm = %self.inner.name, ?other, "batched read failed; reading file by file");
                 let mut files = Vec::with_capacity(paths.len());
                 for path in &paths {
-                    files.push(self.download(path).await.ok());
+                    files.push(self.read_capped(path, max_bytes).await);
                 }
                 Ok(files)
             }
+        }
+    }
+
+    /// Reads one file, at most `max_bytes` of it.
+    async fn read_capped(&self, path: &str, max_bytes: u64) -> GuestRead {
+        let Ok(script) = shell::render_download_capped(path, max_bytes) else {
+            return GuestRead::Missing;
+        };
+        let limit = usize::try_from(max_bytes.saturating_add(1)).unwrap_or(usize::MAX);
+        match self
+            .collect(script, Vec::new(), "reading a file", limit)
+            .await
+        {
+            Ok((bytes, _)) if bytes.len() as u64 > max_bytes => GuestRead::TooLarge {
+                size: bytes.len() as u64,
+            },
+            Ok((bytes, _)) => GuestRead::Contents(bytes),
+            Err(_) => GuestRead::Missing,
         }
     }
 
@@ -224,23 +259,36 @@ impl SshConnection {
             step: "quoting the path",
             source: Box::new(e),
         })?;
-        Ok(self.collect(script, Vec::new(), "downloading").await?.0)
+        Ok(self
+            .collect(script, Vec::new(), "downloading", DOWNLOAD_LIMIT)
+            .await?
+            .0)
     }
 
-    /// Runs a snippet to completion, collecting stdout and stderr; a non-zero exit is an error.
+    /// Runs a snippet to completion, collecting stdout and stderr; a non-zero exit is an error,
+    /// and so is output beyond `limit` bytes (the command is abandoned at once: a guest cannot
+    /// make the host hold more than that).
     async fn collect(
         &self,
         script: String,
         stdin: Vec<u8>,
         step: &'static str,
+        limit: usize,
     ) -> Result<(Vec<u8>, Vec<u8>), VmError> {
         let inner = self.inner.clone();
         let name = inner.name.clone();
         let join = tokio::task::spawn_blocking(move || {
             let (mut out, mut err) = (Vec::new(), Vec::new());
-            let outcome = inner.run(&script, &stdin, None, |chunk| match chunk {
-                OutputChunk::Stdout(b) => out.extend(b),
-                OutputChunk::Stderr(b) => err.extend(b),
+            let outcome = inner.run(&script, &stdin, None, |chunk| {
+                let (buf, bytes) = match chunk {
+                    OutputChunk::Stdout(b) => (&mut out, b),
+                    OutputChunk::Stderr(b) => (&mut err, b),
+                };
+                if buf.len() + bytes.len() > limit {
+                    return false;
+                }
+                buf.extend(bytes);
+                true
             })?;
             Ok::<_, VmError>((outcome, out, err))
         });
@@ -427,14 +475,15 @@ impl Inner {
         Ok(channel)
     }
 
-    /// Runs `script`, feeding `stdin`, passing output to `sink`. With `cancel`, the pid file and
-    /// token drive the signal escalation.
+    /// Runs `script`, feeding `stdin`, passing output to `sink`; `sink` returning false
+    /// abandons the command (too much output). With `cancel`, the pid file and token drive the
+    /// signal escalation.
     fn run(
         &self,
         script: &str,
         stdin: &[u8],
         cancel: Option<(&str, &CancellationToken)>,
-        mut sink: impl FnMut(OutputChunk),
+        mut sink: impl FnMut(OutputChunk) -> bool,
     ) -> Result<ExecOutcome, VmError> {
         let mut channel = self.open_exec(script)?;
         self.write_stdin(&mut channel, stdin)?;
@@ -449,11 +498,19 @@ impl Inner {
                     Ok(n) => {
                         progressed = true;
                         let bytes = buf[..n].to_vec();
-                        sink(if stream_id == 0 {
+                        let wanted = sink(if stream_id == 0 {
                             OutputChunk::Stdout(bytes)
                         } else {
                             OutputChunk::Stderr(bytes)
                         });
+                        if !wanted {
+                            let _ = channel.close();
+                            return Err(VmError::Ssh {
+                                name: self.name.clone(),
+                                step: "reading output",
+                                source: "the guest sent more output than allowed".into(),
+                            });
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => {

@@ -142,6 +142,11 @@ impl LogStream {
         self.total_lines
     }
 
+    /// Bytes held and not taken for upload yet.
+    pub fn backlog_bytes(&self) -> usize {
+        self.current.len() + self.ready.iter().map(|c| c.data.len()).sum::<usize>()
+    }
+
     /// Whether [`LogStream::finish`] was called.
     pub fn is_finished(&self) -> bool {
         self.finished

@@ -12,12 +12,13 @@
 //!                                                   upload task ─────┘ (legacy or results sink)
 //! ```
 //!
-//! # Never stall, never silently drop
-//! The event channel is bounded ([`EVENT_CHANNEL_CAPACITY`]) but its consumer, the ingest task,
-//! does only in-memory work (format, append, queue), so a sender waits at most for CPU, never for
-//! the network. Uploads run in a separate task on their own schedule. Full logs are kept in
-//! memory until uploaded and are never cut; only the live console is bounded (excess lines are
-//! marked `... (N lines omitted)` there). Every request is retried with exponential back-off
+//! # Never stall, never silently drop, never hold unbounded memory
+//! The event channel is bounded ([`EVENT_CHANNEL_CAPACITY`]) and its consumer, the ingest task,
+//! does only in-memory work (format, append, queue). Uploads run in a separate task on their own
+//! schedule. Full logs are kept in memory until uploaded and are never cut; when more than
+//! [`BACKLOG_MAX_BYTES`] wait, the ingest task pauses until the uploads catch up, which holds
+//! the step (and its guest) back instead of growing memory. Only the live console is bounded by
+//! dropping (excess lines are marked `... (N lines omitted)` there). Every request is retried with exponential back-off
 //! ([`RetryPolicy`]); what still fails is logged and returned in [`ReportOutcome::failures`],
 //! and never fails the job.
 
@@ -47,6 +48,13 @@ pub use target::{RESULTS_ENDPOINT_VARIABLE, ReportTarget, TargetError};
 
 /// Events buffered between the step runtime and the ingest task.
 pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
+/// Log bytes the reporter holds before it stops taking events until uploads catch up. The
+/// step's output then waits, and so does the guest writing it: a job that prints faster than
+/// the service takes its log is slowed down, and the agent's memory stays bounded (at most
+/// this much waiting, plus one drain of at most this much in flight).
+pub const BACKLOG_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// How often a paused ingest task looks whether the uploads caught up.
+const BACKLOG_POLL: Duration = Duration::from_millis(50);
 /// How often the upload task drains the state (the official queue's timeline interval).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// Timeout of one reporting request (the official VSS client's default send timeout), so a
@@ -311,7 +319,20 @@ impl Reporter {
 
 async fn ingest(mut receiver: mpsc::Receiver<JobEvent>, state: Shared, done: watch::Sender<bool>) {
     while let Some(event) = receiver.recv().await {
-        lock(&state).apply(event, Utc::now());
+        let backlog = {
+            let mut state = lock(&state);
+            state.apply(event, Utc::now());
+            state.backlog_bytes()
+        };
+        if backlog > BACKLOG_MAX_BYTES {
+            tracing::debug!(
+                backlog,
+                "log uploads are behind; holding the step's output back"
+            );
+            while lock(&state).backlog_bytes() > BACKLOG_MAX_BYTES / 2 {
+                tokio::time::sleep(BACKLOG_POLL).await;
+            }
+        }
     }
     let mut state = lock(&state);
     if !state.is_completed() {

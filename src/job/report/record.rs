@@ -129,17 +129,28 @@ impl TimelineRecord {
         }
     }
 
-    /// Adds an annotation as an issue and bumps the matching counter.
-    pub fn add_issue(&mut self, annotation: &Annotation, log_line: Option<u64>) {
-        match annotation.level {
-            AnnotationLevel::Error => self.error_count += 1,
-            AnnotationLevel::Warning => self.warning_count += 1,
-            AnnotationLevel::Notice => self.notice_count += 1,
+    /// Counts an annotation and, while fewer than [`MAX_ISSUES_PER_TYPE`] of its type are on the
+    /// record, adds it as an issue; returns whether it was added. The official runner keeps the
+    /// same number of issues (`ExecutionContext.AddIssue`) but stops counting there; the counters
+    /// here keep the true totals.
+    pub fn add_issue(&mut self, annotation: &Annotation, log_line: Option<u64>) -> bool {
+        let count = match annotation.level {
+            AnnotationLevel::Error => &mut self.error_count,
+            AnnotationLevel::Warning => &mut self.warning_count,
+            AnnotationLevel::Notice => &mut self.notice_count,
+        };
+        *count = count.saturating_add(1);
+        if *count as usize > MAX_ISSUES_PER_TYPE {
+            return false;
         }
         self.issues
             .push(issue_from_annotation(annotation, log_line));
+        true
     }
 }
+
+/// Issues of one type a record keeps (the official runner's `_maxCountPerIssueType`).
+pub const MAX_ISSUES_PER_TYPE: usize = 10;
 
 /// Changed record ids, in first-change order, each at most once.
 ///

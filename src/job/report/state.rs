@@ -244,9 +244,13 @@ impl ReportState {
             .get(&target)
             .map(|l| l.total_lines())
             .filter(|n| *n > 0);
-        self.update(target, |r| r.add_issue(&annotation, log_line));
-        self.annotations
-            .push((step_id.filter(|id| self.index.contains_key(id)), annotation));
+        let mut kept = false;
+        self.update(target, |r| kept = r.add_issue(&annotation, log_line));
+        // As many as the record keeps go to `completejob`; the record counts them all.
+        if kept {
+            self.annotations
+                .push((step_id.filter(|id| self.index.contains_key(id)), annotation));
+        }
     }
 
     fn finish_record(&mut self, id: Uuid, result: TaskResult, at: DateTime<Utc>) {
@@ -321,6 +325,11 @@ impl ReportState {
             && self.console.is_empty()
             && self.summaries.is_empty()
             && self.logs.values().all(|l| l.is_finished())
+    }
+
+    /// Log bytes held and not yet taken for upload (the back-pressure measure).
+    pub fn backlog_bytes(&self) -> usize {
+        self.logs.values().map(LogStream::backlog_bytes).sum()
     }
 
     /// Lines in a record's full log.

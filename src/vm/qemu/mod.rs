@@ -39,7 +39,9 @@ use self::qmp::Qmp;
 use self::reaper::{OwnerMarker, ProcessId, VMS_DIR, remove_vm_dir};
 use super::keys::{ClientKey, ConsoleEvent, HostKey, parse_console_line};
 use super::ssh::SshConnection;
-use super::{ExecOutcome, GuestCommand, GuestFile, Hypervisor, OutputChunk, Vm, VmError, VmSpec};
+use super::{
+    ExecOutcome, GuestCommand, GuestFile, GuestRead, Hypervisor, OutputChunk, Vm, VmError, VmSpec,
+};
 
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -621,8 +623,12 @@ impl Vm for QemuVm {
         self.guarded(self.ssh.write_files(dirs, files)).await
     }
 
-    async fn read_files(&self, paths: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VmError> {
-        self.guarded(self.ssh.read_files(paths)).await
+    async fn read_files(
+        &self,
+        paths: Vec<String>,
+        max_bytes: u64,
+    ) -> Result<Vec<GuestRead>, VmError> {
+        self.guarded(self.ssh.read_files(paths, max_bytes)).await
     }
 
     async fn destroy(self) -> Result<(), VmError> {
