@@ -302,6 +302,34 @@ async fn a_failing_acknowledge_is_logged_and_the_job_still_runs() {
     );
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_completion_refused_for_its_size_is_sent_again_smaller() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let (layer, reductions) = LogCount::new("job completion refused; retrying without");
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let exec = FakeExecutor::new(Duration::from_millis(100));
+    let runner = start(true, exec.clone(), |svc, _| {
+        // A 413 is not retryable as such: only a smaller body can succeed.
+        svc.inject(Fault::respond("POST", "/completejob", 413, "").times(2));
+    })
+    .await;
+    let job_id = runner.proto.enqueue_broker_job(job("oversized", 12));
+    let body = completed(&runner.proto, &job_id).await.completion.unwrap();
+    assert_eq!(body["conclusion"], "succeeded");
+    assert_eq!(
+        reductions.load(Ordering::SeqCst),
+        2,
+        "two refusals, two smaller bodies"
+    );
+    assert_eq!(
+        body["outputs"]["answer"]["value"], "42-oversized",
+        "outputs go last"
+    );
+    stop(runner).await.0.unwrap();
+}
+
 /// Counts the log events whose message contains a needle.
 struct LogCount {
     needle: &'static str,

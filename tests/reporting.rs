@@ -66,6 +66,24 @@ impl Service {
         }
     }
 
+    /// Only the reporting routes, behind a proxy that answers 413 to every timeline PATCH that
+    /// carries an issue (as GitHub does to a body over its size limit).
+    async fn refusing_issues() -> Service {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
+        with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
+        let app = routes()
+            .layer(axum::middleware::from_fn(refuse_issues))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Service {
+            base,
+            shared,
+            _service: None,
+        }
+    }
+
     fn fail(&self, method: &str, path_contains: &str, times: u32) {
         let rule = Fault::respond(method, path_contains, 503, "{}")
             .times(times)
@@ -99,6 +117,27 @@ impl Service {
             results_url: Some(Url::parse(&format!("{}/{RESULTS_PATH}", self.base)).unwrap()),
         }
     }
+}
+
+async fn refuse_issues(request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::PATCH {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let records = value["value"].as_array().cloned().unwrap_or_default();
+    if records
+        .iter()
+        .any(|r| r["issues"].as_array().is_some_and(|i| !i.is_empty()))
+    {
+        return Response::builder()
+            .status(413)
+            .body(axum::body::Body::from("request entity too large"))
+            .unwrap();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 async fn wait_at(gate: Arc<tokio::sync::RwLock<()>>, request: Request, next: Next) -> Response {
@@ -473,6 +512,31 @@ async fn the_runtime_is_not_held_up_by_a_stuck_service() {
     check_flood_log(&strip_timestamps(
         &service.store().record_log(&id(S1)).unwrap(),
     ));
+}
+
+#[tokio::test]
+async fn a_timeline_update_refused_for_its_size_is_sent_again_without_the_annotations() {
+    let service = Service::refusing_issues().await;
+    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let outcome = run(reporter, script()).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    let store = service.store();
+    let s1 = &store.records[&id(S1)];
+    assert_eq!(
+        (s1["state"].as_str(), s1["result"].as_str()),
+        (Some("completed"), Some("failed")),
+        "the step is complete on the server"
+    );
+    assert_eq!(s1["issues"].as_array().map(Vec::len), Some(0));
+    assert_eq!(s1["errorCount"], 1, "the count is kept");
+    assert_eq!(store.records[&id(JOB)]["result"], "failed");
+    let log = strip_timestamps(&store.record_log(&id(S1)).unwrap());
+    assert_eq!(log, ["hello", "world"]);
+    let completion = serde_json::to_value(&outcome.completion).unwrap();
+    assert_eq!(
+        completion["annotations"][0]["path"], "src/a.c",
+        "completejob still carries the annotation (its own fallback drops it if refused)"
+    );
 }
 
 #[tokio::test]

@@ -38,6 +38,34 @@ pub struct Annotation {
     pub end_col: Option<u32>,
 }
 
+/// Longest annotation message, in characters: the official runner cuts a (masked) message to
+/// 4096 UTF-16 units (`ExecutionContext._maxIssueMessageLength`); here the unit is a `char`, so
+/// no character is split.
+pub const MAX_ANNOTATION_MESSAGE_CHARS: usize = 4096;
+
+/// Longest title or file of an annotation, in characters. The official runner leaves them
+/// uncut; a 4 MiB `title=` on 30 kept annotations would make every timeline update 120 MB, so
+/// they are cut here too (a limit of this runner).
+pub const MAX_ANNOTATION_PROPERTY_CHARS: usize = 1024;
+
+impl Annotation {
+    /// The annotation with its message, title and file cut to the limits above. Apply after
+    /// masking, as the official runner does, so that a cut cannot expose part of a secret.
+    pub fn truncated(mut self) -> Self {
+        cut_chars(&mut self.message, MAX_ANNOTATION_MESSAGE_CHARS);
+        for property in [&mut self.title, &mut self.file].into_iter().flatten() {
+            cut_chars(property, MAX_ANNOTATION_PROPERTY_CHARS);
+        }
+        self
+    }
+}
+
+fn cut_chars(text: &mut String, max: usize) {
+    if let Some((at, _)) = text.char_indices().nth(max) {
+        text.truncate(at);
+    }
+}
+
 /// One event of a running job, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobEvent {
@@ -96,4 +124,34 @@ pub enum JobEvent {
         /// When.
         at: DateTime<Utc>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_are_cut_at_character_boundaries() {
+        let annotation = Annotation {
+            level: AnnotationLevel::Warning,
+            message: "é".repeat(MAX_ANNOTATION_MESSAGE_CHARS + 5),
+            title: Some("t".repeat(MAX_ANNOTATION_PROPERTY_CHARS * 3)),
+            file: Some("short.rs".into()),
+            line: Some(1),
+            end_line: None,
+            col: None,
+            end_col: None,
+        }
+        .truncated();
+        assert_eq!(
+            annotation.message.chars().count(),
+            MAX_ANNOTATION_MESSAGE_CHARS
+        );
+        assert!(annotation.message.chars().all(|c| c == 'é'));
+        assert_eq!(
+            annotation.title.as_deref().map(str::len),
+            Some(MAX_ANNOTATION_PROPERTY_CHARS)
+        );
+        assert_eq!(annotation.file.as_deref(), Some("short.rs"));
+    }
 }

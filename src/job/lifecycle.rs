@@ -115,6 +115,13 @@ pub enum ChannelError {
         #[source]
         source: BoxError,
     },
+    /// The server refused the request's body (400, 413, 422): sending less may succeed.
+    #[error("the server refused the request body")]
+    Rejected {
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
     /// Not retriable (401 after refresh, 4xx).
     #[error("job call failed")]
     Fatal {
@@ -330,12 +337,42 @@ async fn heartbeat<C: JobChannel>(
     lost.cancel();
 }
 
+/// Drops one part of a completion.
+type Reduction = fn(&mut JobOutcome);
+
+/// What a completion drops, in order, when the server refuses its body: a job whose guest
+/// produced more than the server takes is still completed, with its result.
+const COMPLETION_REDUCTIONS: [(&str, Reduction); 3] = [
+    ("annotations", |o| {
+        o.annotations.clear();
+        o.step_results
+            .iter_mut()
+            .for_each(|s| s.annotations.clear());
+    }),
+    ("step results", |o| o.step_results.clear()),
+    ("job outputs", |o| o.outputs.clear()),
+];
+
 async fn complete<C: JobChannel>(channel: &C, outcome: &JobOutcome, timings: &Timings) {
-    for attempt in 1..=timings.complete_attempts {
-        match channel.complete(outcome).await {
+    let mut outcome = std::borrow::Cow::Borrowed(outcome);
+    let mut reductions = COMPLETION_REDUCTIONS.iter();
+    let mut attempt = 0;
+    while attempt < timings.complete_attempts {
+        attempt += 1;
+        match channel.complete(&outcome).await {
             Ok(()) => {
                 tracing::info!(result = outcome.result.as_str(), "job completed");
                 return;
+            }
+            Err(ChannelError::Rejected { source }) => {
+                let Some((part, reduce)) = reductions.next() else {
+                    tracing::error!(error = %source, "job completion refused even without its data, giving up");
+                    return;
+                };
+                tracing::warn!(error = %source, "job completion refused; retrying without its {part}");
+                reduce(outcome.to_mut());
+                // A reduced body is a new request, not a retry of the same one.
+                attempt -= 1;
             }
             Err(ChannelError::Transient { source }) if attempt < timings.complete_attempts => {
                 tracing::warn!(attempt, error = %source, "job completion failed, retrying");

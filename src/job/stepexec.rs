@@ -175,7 +175,8 @@ impl StepState {
             title: annotation.title.map(|t| self.masker.mask(&t)),
             file: annotation.file.map(|f| self.masker.mask(&f)),
             ..annotation
-        };
+        }
+        .truncated();
         self.log(&annotation_log_line(&masked), out);
         let count = &mut self.outcome.annotation_counts[level_index(masked.level)];
         *count += 1;

@@ -22,11 +22,20 @@ use crate::protocol::message::RunnerJobRequestRef;
 /// Plan versions from this one on complete with the `JobCompleted` event (else finish PATCH).
 pub const PLAN_VERSION_JOB_COMPLETED_EVENT: i64 = 8;
 
+/// Statuses that refuse a request for its body (too large, or invalid in part).
+fn body_rejected(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY
+    )
+}
+
 fn classify_service(err: ServiceError) -> ChannelError {
     let status = err.status();
     let source: BoxError = Box::new(err);
     match status {
         Some(StatusCode::NOT_FOUND) => ChannelError::Gone { source },
+        Some(s) if body_rejected(s) => ChannelError::Rejected { source },
         Some(s)
             if s.is_client_error()
                 && s != StatusCode::REQUEST_TIMEOUT
@@ -44,9 +53,12 @@ fn classify_client(err: ClientError) -> ChannelError {
         Some(VssErrorKind::JobNotFound | VssErrorKind::JobTokenExpired)
     ) || err.status() == Some(StatusCode::NOT_FOUND);
     let retryable = err.is_retryable();
+    let rejected = err.status().is_some_and(body_rejected);
     let source: BoxError = Box::new(err);
     if gone {
         ChannelError::Gone { source }
+    } else if rejected {
+        ChannelError::Rejected { source }
     } else if retryable {
         ChannelError::Transient { source }
     } else {

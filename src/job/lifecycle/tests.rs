@@ -301,3 +301,100 @@ async fn dropping_the_job_future_stops_the_heartbeat() {
         "the heartbeat stopped with the job"
     );
 }
+
+/// A server that refuses a completion's body while it carries any annotation or step result
+/// (as a 413 would), recording every body it was sent.
+#[derive(Default)]
+struct PickyChannel {
+    refuse_step_results: bool,
+    refuse_everything: bool,
+    sent: Mutex<Vec<JobOutcome>>,
+}
+
+impl JobChannel for PickyChannel {
+    async fn renew(&self) -> Result<Option<DateTime<Utc>>, ChannelError> {
+        Ok(None)
+    }
+    async fn complete(&self, outcome: &JobOutcome) -> Result<(), ChannelError> {
+        self.sent.lock().unwrap().push(outcome.clone());
+        let too_big = self.refuse_everything
+            || !outcome.annotations.is_empty()
+            || outcome
+                .step_results
+                .iter()
+                .any(|s| !s.annotations.is_empty())
+            || (self.refuse_step_results && !outcome.step_results.is_empty());
+        if too_big {
+            return Err(ChannelError::Rejected {
+                source: "413 Payload Too Large".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn rich_outcome() -> JobOutcome {
+    let annotation: CompletionAnnotation = serde_json::from_value(serde_json::json!({
+        "level": "warning", "message": "w", "isInfrastructureIssue": false
+    }))
+    .unwrap();
+    let step: StepResult = serde_json::from_value(serde_json::json!({
+        "external_id": uuid::Uuid::nil(), "number": 1, "name": "s", "status": "completed",
+        "conclusion": "succeeded", "completed_log_lines": 3
+    }))
+    .unwrap();
+    let mut outcome = JobOutcome::with_result(TaskResult::Failed);
+    outcome.annotations = vec![annotation.clone(); 10];
+    outcome.step_results = vec![StepResult {
+        annotations: vec![annotation; 10],
+        ..step
+    }];
+    outcome.outputs.insert(
+        "o".into(),
+        serde_json::from_value(serde_json::json!({"value": "v"})).unwrap(),
+    );
+    outcome
+}
+
+#[tokio::test]
+async fn a_refused_completion_is_sent_again_without_its_annotations() {
+    let channel = PickyChannel::default();
+    complete(&channel, &rich_outcome(), &Timings::fast()).await;
+    let sent = channel.sent.lock().unwrap();
+    assert_eq!(sent.len(), 2, "the full body, then one without annotations");
+    let last = sent.last().unwrap();
+    assert_eq!(last.result, TaskResult::Failed);
+    assert!(last.annotations.is_empty());
+    assert_eq!(last.step_results.len(), 1, "step results are kept");
+    assert!(last.step_results[0].annotations.is_empty());
+    assert_eq!(last.step_results[0].completed_log_lines, 3);
+    assert_eq!(last.outputs.len(), 1, "outputs are kept");
+}
+
+#[tokio::test]
+async fn reductions_go_on_until_the_server_takes_the_result() {
+    let channel = PickyChannel {
+        refuse_step_results: true,
+        ..Default::default()
+    };
+    complete(&channel, &rich_outcome(), &Timings::fast()).await;
+    {
+        let sent = channel.sent.lock().unwrap();
+        assert_eq!(sent.len(), 3);
+        assert!(sent[2].step_results.is_empty() && sent[2].annotations.is_empty());
+        assert_eq!(sent[2].outputs.len(), 1);
+    }
+
+    let stubborn = PickyChannel {
+        refuse_everything: true,
+        ..Default::default()
+    };
+    complete(&stubborn, &rich_outcome(), &Timings::fast()).await;
+    let sent = stubborn.sent.lock().unwrap();
+    assert_eq!(
+        sent.len(),
+        4,
+        "full body and three reductions, then it gives up"
+    );
+    assert_eq!(sent[3], JobOutcome::with_result(TaskResult::Failed));
+}

@@ -18,6 +18,7 @@ use url::Url;
 use uuid::Uuid;
 
 use super::batch::{FeedBatch, LogChunk};
+use super::record::TimelineRecord;
 use super::routes::{LEGACY_API_VERSION, LegacyRoute, PlanScope, legacy_url};
 use super::state::{Drain, PendingSummary};
 use super::{
@@ -44,6 +45,8 @@ pub struct LegacySink {
     retry: RetryPolicy,
     logs: HashMap<Uuid, i64>,
     broken: HashSet<Uuid>,
+    /// Records whose issues the server refused (413 and the like): sent without them.
+    issues_refused: HashSet<Uuid>,
     failures: Vec<ReportError>,
 }
 
@@ -59,6 +62,7 @@ impl LegacySink {
             retry,
             logs: HashMap::new(),
             broken: HashSet::new(),
+            issues_refused: HashSet::new(),
             failures: Vec::new(),
         }
     }
@@ -92,9 +96,45 @@ impl LegacySink {
             .body(body.to_string())
     }
 
-    async fn patch_records(&self, drain: &Drain) -> Result<(), ReportError> {
+    /// PATCHes the drain's records. Records whose issues the server once refused go without
+    /// them; a body refused now (413, 400, 422) is sent again without issues, and those records
+    /// stay without them (the step log keeps every annotation line).
+    async fn patch_records(&mut self, drain: &Drain) -> Result<(), ReportError> {
+        let records: Vec<TimelineRecord> = drain
+            .records
+            .iter()
+            .map(|r| self.without_refused_issues(r))
+            .collect();
+        match self.patch(&records).await {
+            Err(error)
+                if error.is_body_rejected() && records.iter().any(|r| !r.issues.is_empty()) =>
+            {
+                tracing::warn!(
+                    error = %error,
+                    "timeline update refused; sending the records again without their annotations"
+                );
+                self.issues_refused.extend(records.iter().map(|r| r.id));
+                let bare: Vec<TimelineRecord> = records
+                    .iter()
+                    .map(|r| self.without_refused_issues(r))
+                    .collect();
+                self.patch(&bare).await
+            }
+            other => other,
+        }
+    }
+
+    fn without_refused_issues(&self, record: &TimelineRecord) -> TimelineRecord {
+        let mut record = record.clone();
+        if self.issues_refused.contains(&record.id) {
+            record.issues.clear();
+        }
+        record
+    }
+
+    async fn patch(&self, records: &[TimelineRecord]) -> Result<(), ReportError> {
         let url = self.url(&LegacyRoute::Records);
-        let body = json!({"count": drain.records.len(), "value": drain.records});
+        let body = json!({"count": records.len(), "value": records});
         self.retry
             .run(|| {
                 send(

@@ -133,6 +133,18 @@ pub enum ReportError {
 }
 
 impl ReportError {
+    /// Whether the server refused the request for its body (413, 400, 422): sending less may
+    /// succeed where sending the same again cannot.
+    pub fn is_body_rejected(&self) -> bool {
+        matches!(
+            self,
+            ReportError::Status {
+                status: 400 | 413 | 422,
+                ..
+            }
+        )
+    }
+
     /// Whether retrying the same request may help (transport errors, 408, 429, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -74,6 +74,9 @@ pub struct LaunchPlan {
     pub net: NetBackend,
 }
 
+/// Id of the serial console's chardev (its backend is swapped once the guest is ready).
+pub const CONSOLE_CHARDEV: &str = "console";
+
 /// Builds the kernel command line: the image's own, then the console and the SSH key.
 pub fn kernel_cmdline(image_cmdline: Option<&str>, ssh_key_param: &str) -> String {
     let mut parts: Vec<&str> = image_cmdline
@@ -139,9 +142,12 @@ pub fn build_args(plan: &LaunchPlan) -> Vec<OsString> {
     }
     args.extend([
         "-chardev".into(),
-        format!("file,id=console,path={},append=on", opt(&plan.console)),
+        format!(
+            "file,id={CONSOLE_CHARDEV},path={},append=on",
+            opt(&plan.console)
+        ),
         "-serial".into(),
-        "chardev:console".into(),
+        format!("chardev:{CONSOLE_CHARDEV}"),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", opt(&plan.qmp_socket)),
         "-pidfile".into(),

@@ -9,6 +9,7 @@
 //! ```text
 //!   launch: mkdir vms/<name> (0700) + owner.json ─► overlay ─► key pair ─► network (passt)
 //!           ─► spawn qemu ─► QMP ready ─► console: GHRUNNER-HOSTKEY, GHRUNNER-READY
+//!           ─► console file swapped for a 64 KiB ring (QMP chardev-change)
 //!           ─► SSH (host key pinned) ─► QemuVm
 //!           any failure, timeout or dropped future: kill processes, delete the directory
 //!   destroy: quit ─(QUIT_GRACE)─► SIGKILL ─► delete dir   (no guest powerdown: the overlay is discarded)
@@ -266,7 +267,7 @@ async fn boot(
     let qemu = spawn_qemu(&config.qemu, &plan, &res.dir)?;
     res.track(qemu)?;
     tracing::debug!(vm = %spec.name, ssh_port = network.ssh_port, "qemu started");
-    let qmp = tokio::select! {
+    let mut qmp = tokio::select! {
         connected = Qmp::connect(&plan.qmp_socket, QMP_TIMEOUT) => match connected {
             Ok(qmp) => qmp,
             Err(e) => {
@@ -285,6 +286,8 @@ async fn boot(
     };
     timings.qmp_ready = lap();
     let host_key = wait_for_guest(res, &spec.name).await?;
+    // From here on the guest (root, untrusted) owns the serial port: stop recording it to disk.
+    stop_console_recording(&mut qmp, &spec.name).await?;
     timings.guest_ready = lap();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, network.ssh_port));
     let deadline = std::time::Instant::now() + spec.boot_timeout;
@@ -318,6 +321,31 @@ fn spawn_qemu(qemu: &Path, plan: &LaunchPlan, dir: &Path) -> Result<Child, VmErr
         program: qemu.display().to_string(),
         source,
     })
+}
+
+/// Size of the in-memory ring that receives the serial console once the guest is ready.
+pub const CONSOLE_RING_BYTES: u32 = 64 * 1024;
+
+/// Swaps the console's file backend for a [`CONSOLE_RING_BYTES`] ring buffer inside QEMU
+/// (QMP `chardev-change`; the serial port supports the hot swap). The boot transcript stays in
+/// the file for error reports; whatever the job writes to `/dev/ttyS0` (e.g. `yes >
+/// /dev/ttyS0`) overwrites the ring instead of filling the runner's disk.
+async fn stop_console_recording(qmp: &mut Qmp, name: &str) -> Result<(), VmError> {
+    let arguments = serde_json::json!({
+        "id": args::CONSOLE_CHARDEV,
+        "backend": {"type": "ringbuf", "data": {"size": CONSOLE_RING_BYTES}},
+    });
+    let change = qmp.execute::<serde_json::Value>("chardev-change", Some(arguments));
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| VmError::Qmp {
+        name: name.to_owned(),
+        command: "chardev-change (console to a ring buffer)".into(),
+        source,
+    };
+    match tokio::time::timeout(QMP_TIMEOUT, change).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(err(Box::new(e))),
+        Err(elapsed) => Err(err(Box::new(elapsed))),
+    }
 }
 
 /// Follows the console until the guest announced its host key and readiness.
