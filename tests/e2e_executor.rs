@@ -247,6 +247,9 @@ fn qemu_pid_of(dir: &Path) -> Option<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (text.contains("qemu-system") && text.contains(&needle)).then_some(pid)
+            // QEMU itself, not its guard shell (whose arguments name QEMU too).
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            (String::from_utf8_lossy(argv0).contains("qemu-system") && text.contains(&needle))
+                .then_some(pid)
         })
 }

@@ -23,9 +23,10 @@ case "${1:-}" in
 esac
 
 # The tiny image is built from these, offline; QEMU boots it; passt gives it a network; the
-# Rust build needs libssl-dev and pkg-config (ssh2); the tests use ip, ssh and mkfs.ext4.
+# Rust build needs libssl-dev and pkg-config (ssh2); the tests use ip, ssh and mkfs.ext4; the
+# egress policy (a root agent's guests reach no private network) is an nftables table.
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static dropbear-bin linux-image-amd64 passt
-          cpio libssl-dev pkg-config iproute2 openssh-client e2fsprogs)
+          cpio libssl-dev pkg-config iproute2 openssh-client e2fsprogs nftables)
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -71,6 +72,7 @@ PROGRAMS=(
   "ip|iproute2|ip -V"
   "ssh|openssh-client|ssh -V"
   "mkfs.ext4|e2fsprogs|mkfs.ext4 -V"
+  "nft|nftables|nft --version"
 )
 
 # The exact command that fixes `package`. The two QEMU packages are pinned to one release.

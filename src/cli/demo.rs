@@ -45,6 +45,10 @@ pub struct DemoArgs {
     /// [default: the per-user cache dir, e.g. ~/.cache/ghrunner-vm/images/tiny].
     #[arg(long, value_name = "DIR")]
     pub image_dir: Option<PathBuf>,
+    /// A config.yaml to start from (e.g. `network.allow`, `vm.memory_mib`); the demo points its
+    /// release check at the embedded service and writes the result into its runner directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Runs `demo`.
@@ -81,9 +85,17 @@ pub async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitStat
     // `runner_version: auto` reads the latest official release from the embedded service (which
     // publishes the baseline), so the demo contacts nothing but 127.0.0.1.
     service.set_latest_runner_release(Some((crate::version::BASELINE, chrono::Utc::now())));
+    let base = match &args.config {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            crate::config::Settings::parse(path, &bytes)?
+        }
+        None => crate::config::Settings::default(),
+    };
     let settings = crate::config::Settings {
         runner_releases_url: Some(service.releases_url()),
-        ..crate::config::Settings::default()
+        ..base
     };
     settings
         .save(runner_dir.path())

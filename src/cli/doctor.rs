@@ -97,6 +97,7 @@ pub async fn run(args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     let kernel = probe_kernel(&runner_dir);
     checks.push(accel_check(&runner_dir, kernel.as_deref(), args.reprobe).await);
     checks.push(runner_version_check(&runner_dir).await);
+    checks.extend(confinement_checks(&runner_dir).await);
     checks.extend(images);
     checks.extend(permission_checks(&runner_dir));
     print!("{}", render(&checks));
@@ -304,6 +305,114 @@ async fn accel_check(runner_dir: &Path, kernel: Option<&Path>, reprobe: bool) ->
             )),
         ),
     }
+}
+
+/// Which user QEMU and passt run as, and whether the egress policy is (or can be) in force.
+async fn confinement_checks(runner_dir: &Path) -> Vec<Check> {
+    use crate::vm::egress::{self, EgressPolicy};
+    use crate::vm::guest_user::GuestUser;
+    let settings = match crate::config::Settings::load(runner_dir) {
+        Ok(settings) => settings,
+        // The runner-version check reports a broken config.yaml.
+        Err(_) => return Vec::new(),
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let run_as = &settings.vm.run_as;
+    let user = GuestUser::lookup(run_as).ok().flatten();
+    let helper_user = match (&user, root) {
+        (_, false) => Check::new(
+            "vm helper user",
+            Status::Ok,
+            format!(
+                "QEMU and passt run as the agent's user (uid {}, not root)",
+                nix::unistd::geteuid()
+            ),
+            None,
+        ),
+        (Some(user), true) if user.uid == 0 => Check::new(
+            "vm helper user",
+            Status::Fail,
+            format!("vm.run_as names {run_as}, which is root: QEMU and passt would run as root"),
+            Some("set vm.run_as to an unprivileged user (default ghrunner-vm-guest)".into()),
+        ),
+        (Some(user), true) => Check::new(
+            "vm helper user",
+            Status::Ok,
+            format!(
+                "QEMU and passt switch to {} (uid {}) after start-up",
+                user.name, user.uid
+            ),
+            None,
+        ),
+        (None, true) => Check::new(
+            "vm helper user",
+            Status::Ok,
+            format!("{run_as} does not exist yet; `run` creates it (a system account) at start"),
+            None,
+        ),
+    };
+    let name = "egress policy";
+    let egress = if settings.vm.network == crate::config::settings::Network::None {
+        Check::new(
+            name,
+            Status::Ok,
+            "guests have no network (vm.network: none)",
+            None,
+        )
+    } else if !root {
+        Check::new(
+            name,
+            Status::Warn,
+            "NOT in force: the agent is not root, so guests reach private networks, cloud              metadata (169.254.169.254) and this host",
+            Some(super::run_vm::EGRESS_NEEDS_ROOT.into()),
+        )
+    } else {
+        let nft = Path::new(super::run_vm::NFT);
+        let uid = user.as_ref().map_or(u32::MAX - 1, |u| u.uid);
+        let installed = user.is_some() && egress::installed_for(nft, uid).await;
+        let policy = EgressPolicy::build(
+            uid,
+            &settings.network.allow,
+            &[],
+            Path::new(super::run_vm::RESOLV_CONF),
+        )
+        .await;
+        match (installed, policy) {
+            (true, _) => Check::new(
+                name,
+                Status::Ok,
+                format!(
+                    "in force: table inet {} refuses {run_as}'s connections to private, link-local and this host's addresses",
+                    egress::TABLE
+                ),
+                None,
+            ),
+            (false, Err(err)) => Check::new(
+                name,
+                Status::Fail,
+                error_chain(&err),
+                Some("fix network.allow in config.yaml".into()),
+            ),
+            (false, Ok(policy)) => match egress::check(nft, &policy).await {
+                Ok(()) => Check::new(
+                    name,
+                    Status::Ok,
+                    format!(
+                        "enforceable: `run` installs table inet {} at start (nft --check passed)",
+                        egress::TABLE
+                    ),
+                    None,
+                ),
+                Err(err) => Check::new(
+                    name,
+                    Status::Warn,
+                    format!("NOT enforceable: {}", error_chain(&err)),
+                    Some(super::run_vm::EGRESS_NEEDS_NFT.into()),
+                ),
+            },
+        }
+    };
+    vec![helper_user, egress]
 }
 
 /// The runner version `run` would advertise (fetching the latest release if due), and whether

@@ -164,8 +164,13 @@ pub fn test_hook(name: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
-/// Builds what the executors of `run` come from, for the runner directory `dir`.
-pub fn build_executor(dir: &std::path::Path, settings: Settings) -> anyhow::Result<ExecutorSource> {
+/// Builds what the executors of `run` come from, for the runner directory `dir` whose
+/// registrations talk to `servers` (the egress policy lets guests reach them).
+pub async fn build_executor(
+    dir: &std::path::Path,
+    settings: Settings,
+    servers: &[url::Url],
+) -> anyhow::Result<ExecutorSource> {
     if let Some(spec) = test_hook(TEST_EXECUTOR_ENV)? {
         tracing::warn!("{TEST_EXECUTOR_ENV} is set: jobs are NOT run, they only sleep (test hook)");
         return SleepExecutor::parse(&spec).map(ExecutorSource::Sleep);
@@ -181,7 +186,7 @@ pub fn build_executor(dir: &std::path::Path, settings: Settings) -> anyhow::Resu
         let runtime = host_runtime(dir, settings, null)?;
         return Ok(ExecutorSource::Null(Box::new(runtime)));
     }
-    let qemu = qemu_backend(dir, &settings)?;
+    let qemu = qemu_backend(dir, &settings, servers).await?;
     host_runtime(dir, settings, qemu).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
 }
 
@@ -238,7 +243,27 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     }
     let settings = load_settings(&dir)?;
     let versions = Arc::new(super::version_policy(&dir, &settings).await?);
-    let source = build_executor(&dir, settings)?;
+    let registrations = registrations
+        .iter()
+        .map(|reg_dir| {
+            Registration::load(reg_dir)
+                .with_context(|| format!("cannot load the registration in {}", reg_dir.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let servers: Vec<url::Url> = registrations
+        .iter()
+        .flat_map(|r| {
+            let runner = &r.runner;
+            [
+                Some(&runner.git_hub_url),
+                Some(&runner.server_url),
+                runner.server_url_v2.as_ref(),
+            ]
+        })
+        .flatten()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .collect();
+    let source = build_executor(&dir, settings, &servers).await?;
     let metrics = source.metrics();
     metrics.watch_runner_version(Arc::clone(&versions));
     let _refresh = versions.spawn_daily_refresh();
@@ -248,9 +273,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     let mut tasks = tokio::task::JoinSet::new();
-    for reg_dir in registrations {
-        let registration = Registration::load(&reg_dir)
-            .with_context(|| format!("cannot load the registration in {}", reg_dir.display()))?;
+    for registration in registrations {
         let executor = Arc::new(source.executor(&registration));
         let listener = build_listener(registration, args.once, executor, Arc::clone(&versions))?
             .with_metrics(Arc::clone(&metrics));

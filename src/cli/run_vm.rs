@@ -11,10 +11,12 @@ use anyhow::Context as _;
 
 use crate::client::http::HttpClient;
 use crate::config::Settings;
-use crate::config::settings::Accel;
+use crate::config::settings::{Accel, Network};
 use crate::job::executor::{HostRuntime, ServiceReports, VmJobExecutor};
 use crate::metrics::Metrics;
 use crate::vm::Hypervisor;
+use crate::vm::egress::{Egress, EgressPolicy};
+use crate::vm::guest_user::GuestUser;
 use crate::vm::qemu::accel::AccelMode;
 use crate::vm::qemu::reaper::reap_orphans;
 use crate::vm::qemu::{Qemu, QemuConfig};
@@ -23,15 +25,71 @@ use crate::vm::qemu::{Qemu, QemuConfig};
 pub type QemuExecutor = VmJobExecutor<Qemu, ServiceReports>;
 
 /// The QEMU backend of `dir` (accelerator from its `settings`, `GHRUNNER_VM_ACCEL` overrides).
-pub fn qemu_backend(dir: &Path, settings: &Settings) -> anyhow::Result<Qemu> {
+/// As root, QEMU and passt run as `vm.run_as` (created if missing) and the egress policy is
+/// installed for that user; otherwise the policy is not in force and the runner says so.
+pub async fn qemu_backend(
+    dir: &Path,
+    settings: &Settings,
+    servers: &[url::Url],
+) -> anyhow::Result<Qemu> {
     let mut config = QemuConfig::new(dir);
     config.accel = match settings.vm.accel {
         Accel::Auto => AccelMode::Auto,
         Accel::Kvm => AccelMode::Kvm,
         Accel::Tcg => AccelMode::Tcg,
     };
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        let user = GuestUser::ensure(&settings.vm.run_as)
+            .context("cannot set up the unprivileged user for QEMU and passt (vm.run_as)")?;
+        tracing::info!(user = %user.name, uid = user.uid, "QEMU and passt run as an unprivileged user");
+        config.run_as = Some(user);
+    }
+    let egress = egress(settings, config.run_as.as_ref(), servers).await?;
+    config.egress = Some(Arc::new(egress));
     Qemu::new(config).context("cannot set up the QEMU backend")
 }
+
+/// The egress policy of `settings` for the guest user, installed if this process can.
+async fn egress(
+    settings: &Settings,
+    user: Option<&GuestUser>,
+    servers: &[url::Url],
+) -> anyhow::Result<Egress> {
+    if settings.vm.network == Network::None {
+        return Ok(Egress::no_network());
+    }
+    let Some(user) = user else {
+        return Ok(Egress::off(
+            "the agent does not run as root",
+            EGRESS_NEEDS_ROOT,
+        ));
+    };
+    let policy = EgressPolicy::build(
+        user.uid,
+        &settings.network.allow,
+        servers,
+        Path::new(RESOLV_CONF),
+    )
+    .await
+    .context("cannot build the egress policy (network.allow)")?;
+    match Egress::enforce(&policy, &user.name, Path::new(NFT)).await {
+        Ok(egress) => Ok(egress),
+        Err(e) => Ok(Egress::off(
+            crate::errors::error_chain(&e),
+            EGRESS_NEEDS_NFT,
+        )),
+    }
+}
+
+/// The host's resolvers (DNS from the guest is allowed to them).
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The nftables program.
+pub const NFT: &str = "nft";
+/// What to do when the agent is not root.
+pub const EGRESS_NEEDS_ROOT: &str = "run `ghrunner-vm run` as root: it then runs QEMU and passt as      vm.run_as and installs the nftables rules that refuse private addresses";
+/// What to do when nftables cannot be used.
+pub const EGRESS_NEEDS_NFT: &str = "install nftables (`apt-get install nftables`) on a kernel      with nf_tables, then restart the runner";
 
 /// The settings of `dir` (`config.yaml`).
 pub fn load_settings(dir: &Path) -> anyhow::Result<Settings> {

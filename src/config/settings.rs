@@ -5,7 +5,10 @@
 //! ```yaml
 //! images: {tiny: /path/to/image-dir}   # label -> image directory
 //! default_image: null                  # label used when runs-on names no image label
-//! vm: {accel: auto, cpus: 2, memory_mib: 2048, network: user, boot_timeout_secs: 120}
+//! vm: {accel: auto, cpus: 2, memory_mib: 2048, network: user, boot_timeout_secs: 120,
+//!      run_as: ghrunner-vm-guest}       # QEMU and passt drop to this user when run as root
+//! network: {allow: []}                 # CIDRs, addresses, host:port the guest may reach
+//!                                      # besides the public internet (see vm::egress)
 //! limits: {max_vm_cpus: 0, max_vm_memory_mib: 0}   # 0 = derive from the host
 //! hooks: {job_started: null, job_completed: null}  # host scripts
 //! runner_version: auto                 # or X.Y.Z (env GHRUNNER_VM_RUNNER_VERSION overrides)
@@ -40,6 +43,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Host scripts run around each job.
     pub hooks: Hooks,
+    /// What guests may connect to.
+    pub network: NetworkSettings,
     /// The official runner version to advertise: `auto` (follow the releases) or `X.Y.Z`
     /// (see [`crate::version`]).
     pub runner_version: VersionSetting,
@@ -63,6 +68,20 @@ pub struct VmSettings {
     pub network: Network,
     /// Seconds to wait for a VM to boot and answer on SSH.
     pub boot_timeout_secs: u64,
+    /// The unprivileged user QEMU and passt run as when the agent runs as root (created as a
+    /// system account if missing); the egress rules match its connections.
+    pub run_as: String,
+}
+
+/// Guest egress (see [`crate::vm::egress`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// Destinations a guest may reach besides the public internet, which it always reaches:
+    /// CIDRs (`10.1.0.0/16`), addresses, `host:port` or host names. Private, link-local and
+    /// this host's addresses are refused unless listed here; the runner's own server (a GHES
+    /// on a private network) and DNS to the host's resolvers are allowed automatically.
+    pub allow: Vec<String>,
 }
 
 /// How QEMU accelerates the guest.
@@ -115,6 +134,7 @@ impl Default for VmSettings {
             memory_mib: 2048,
             network: Network::User,
             boot_timeout_secs: 120,
+            run_as: crate::vm::guest_user::DEFAULT_GUEST_USER.to_owned(),
         }
     }
 }
@@ -180,6 +200,12 @@ impl Settings {
         }
         if self.vm.boot_timeout_secs == 0 {
             return Err(invalid("vm.boot_timeout_secs must be at least 1".into()));
+        }
+        if self.vm.run_as.trim().is_empty() {
+            return Err(invalid("vm.run_as must name a user".into()));
+        }
+        for entry in &self.network.allow {
+            crate::vm::egress::AllowEntry::parse(entry).map_err(|e| invalid(e.to_string()))?;
         }
         if let Some(label) = &self.default_image
             && !self.images.contains_key(label)
@@ -248,6 +274,27 @@ mod tests {
         assert!(Settings::parse(Path::new("c"), b"vm: {accel: fast}\n").is_err());
         assert!(Settings::parse(Path::new("c"), b"vm: {cpus: 0}\n").is_err());
         assert!(Settings::parse(Path::new("c"), b"default_image: nope\n").is_err());
+        let err = Settings::parse(
+            Path::new("c"),
+            b"network: {allow: [10.0.0.0/8, 'http://x']}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http://x"), "{err}");
+        assert!(Settings::parse(Path::new("c"), b"vm: {run_as: ''}\n").is_err());
+    }
+
+    #[test]
+    fn network_allow_and_run_as_are_read() {
+        let yaml = b"vm: {run_as: qemu-guest}\nnetwork:\n  allow: [10.1.0.0/16, 'ghes.corp:443', '[fd00::1]:22']\n";
+        let s = Settings::parse(Path::new("c"), yaml).unwrap();
+        assert_eq!(s.vm.run_as, "qemu-guest");
+        assert_eq!(
+            s.network.allow,
+            ["10.1.0.0/16", "ghes.corp:443", "[fd00::1]:22"]
+        );
+        assert_eq!(Settings::default().vm.run_as, "ghrunner-vm-guest");
+        assert!(Settings::default().network.allow.is_empty());
     }
 
     #[test]

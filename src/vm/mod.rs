@@ -38,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::image::Image;
 
+pub mod egress;
+pub mod guest_user;
 pub mod keys;
 pub mod null;
 pub mod process;

@@ -38,11 +38,9 @@ pub enum NetBackend {
         /// Host loopback port forwarded to guest port 22.
         host_port: u16,
     },
-    /// A passt process listening on a Unix socket (QEMU 7.2 `-netdev stream`).
-    Passt {
-        /// The passt socket.
-        socket: PathBuf,
-    },
+    /// A passt process on the other end of a socket pair that is QEMU's standard input
+    /// (QEMU 7.2 `-netdev stream` with `addr.type=fd`).
+    Passt,
 }
 
 /// Everything the command line depends on.
@@ -72,6 +70,27 @@ pub struct LaunchPlan {
     pub pidfile: PathBuf,
     /// Network backend.
     pub net: NetBackend,
+    /// The unprivileged user QEMU switches to once its files are open, if any.
+    pub run_as: Option<RunAs>,
+}
+
+/// QEMU's switch to an unprivileged user after start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user name.
+    pub user: String,
+    /// `-run-with user=` (QEMU 9.1 and later) instead of the older `-runas`.
+    pub run_with: bool,
+}
+
+impl RunAs {
+    /// The flag for `user` on QEMU `version` (major, minor); unknown versions get `-runas`.
+    pub fn for_version(user: &str, version: Option<(u32, u32)>) -> RunAs {
+        RunAs {
+            user: user.to_owned(),
+            run_with: version.is_some_and(|v| v >= (9, 1)),
+        }
+    }
 }
 
 /// Id of the serial console's chardev (its backend is swapped once the guest is ready).
@@ -120,8 +139,17 @@ pub fn build_args(plan: &LaunchPlan) -> Vec<OsString> {
         "-nographic".into(),
         "-no-reboot".into(),
         // Seccomp: QEMU may not spawn programs, change privileges or use obsolete syscalls.
+        // With a user to switch to, QEMU's own setuid must pass the filter; after it, no
+        // capability is left to elevate with.
         "-sandbox".into(),
-        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
+        format!(
+            "on,obsolete=deny,elevateprivileges={},spawn=deny,resourcecontrol=deny",
+            if plan.run_as.is_some() {
+                "allow"
+            } else {
+                "deny"
+            }
+        ),
         "-kernel".into(),
         opt(&plan.kernel),
         "-append".into(),
@@ -129,6 +157,17 @@ pub fn build_args(plan: &LaunchPlan) -> Vec<OsString> {
     ];
     if let Some(initrd) = &plan.initrd {
         args.extend(["-initrd".into(), opt(initrd)]);
+    }
+    match &plan.run_as {
+        Some(RunAs {
+            user,
+            run_with: true,
+        }) => args.extend(["-run-with".into(), format!("user={}", opt(user))]),
+        Some(RunAs {
+            user,
+            run_with: false,
+        }) => args.extend(["-runas".into(), user.clone()]),
+        None => {}
     }
     if let Some(overlay) = &plan.overlay {
         args.extend([
@@ -157,12 +196,7 @@ pub fn build_args(plan: &LaunchPlan) -> Vec<OsString> {
         NetBackend::SlirpRestricted { host_port } => {
             format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_SSH_PORT}")
         }
-        NetBackend::Passt { socket } => {
-            format!(
-                "stream,id=net0,server=off,addr.type=unix,addr.path={}",
-                opt(socket)
-            )
-        }
+        NetBackend::Passt => "stream,id=net0,server=off,addr.type=fd,addr.str=0".to_owned(),
     };
     // `romfile=` skips the iPXE option ROM: no network boot, faster start.
     args.extend([
@@ -192,7 +226,30 @@ mod tests {
             qmp_socket: "/run/vms/job-1/qmp.sock".into(),
             pidfile: "/run/vms/job-1/qemu.pid".into(),
             net: NetBackend::SlirpRestricted { host_port: 40022 },
+            run_as: None,
         }
+    }
+
+    #[test]
+    fn run_as_picks_the_flag_of_the_qemu_version_and_relaxes_only_setuid() {
+        let mut p = plan();
+        let args = strings(build_args(&p));
+        assert!(!args.iter().any(|a| a == "-runas" || a == "-run-with"));
+        assert!(value_of(&args, "-sandbox").contains("elevateprivileges=deny"));
+        p.run_as = Some(RunAs::for_version("ghrunner-vm-guest", Some((7, 2))));
+        let args = strings(build_args(&p));
+        assert_eq!(value_of(&args, "-runas"), "ghrunner-vm-guest");
+        assert_eq!(
+            value_of(&args, "-sandbox"),
+            "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
+        );
+        p.run_as = Some(RunAs::for_version("ghrunner-vm-guest", Some((10, 0))));
+        let args = strings(build_args(&p));
+        assert_eq!(value_of(&args, "-run-with"), "user=ghrunner-vm-guest");
+        assert!(!args.iter().any(|a| a == "-runas"));
+        assert!(!RunAs::for_version("u", None).run_with);
+        assert!(RunAs::for_version("u", Some((9, 1))).run_with);
+        assert!(!RunAs::for_version("u", Some((9, 0))).run_with);
     }
 
     fn strings(args: Vec<OsString>) -> Vec<String> {
@@ -275,14 +332,12 @@ mod tests {
     #[test]
     fn passt_backend_uses_a_stream_netdev_and_commas_in_paths_are_escaped() {
         let mut p = plan();
-        p.net = NetBackend::Passt {
-            socket: "/run/a,b/passt.sock".into(),
-        };
+        p.net = NetBackend::Passt;
         p.qmp_socket = "/run/a,b/qmp.sock".into();
         let args = strings(build_args(&p));
         assert_eq!(
             value_of(&args, "-netdev"),
-            "stream,id=net0,server=off,addr.type=unix,addr.path=/run/a,,b/passt.sock"
+            "stream,id=net0,server=off,addr.type=fd,addr.str=0"
         );
         assert_eq!(
             value_of(&args, "-qmp"),

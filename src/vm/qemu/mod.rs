@@ -38,10 +38,13 @@ use self::args::{LaunchPlan, build_args, kernel_cmdline};
 use self::console::{ConsoleReader, ERROR_TAIL_LINES};
 use self::qmp::Qmp;
 use self::reaper::{OwnerMarker, ProcessId, VMS_DIR, remove_vm_dir};
+use super::egress::Egress;
+use super::guest_user::GuestUser;
 use super::keys::{ClientKey, ConsoleEvent, HostKey, parse_console_line};
 use super::ssh::SshConnection;
 use super::{
-    ExecOutcome, GuestCommand, GuestFile, GuestRead, Hypervisor, OutputChunk, Vm, VmError, VmSpec,
+    ExecOutcome, GuestCommand, GuestFile, GuestRead, Hypervisor, NetworkPolicy, OutputChunk, Vm,
+    VmError, VmSpec,
 };
 
 /// How long QEMU may take to open its QMP socket.
@@ -54,6 +57,16 @@ const QEMU_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub const QEMU_STOPPED_LIMIT: Duration = Duration::from_secs(10);
 /// How long to let an exiting QEMU finish before reading its exit status.
 const EXIT_SETTLE: Duration = Duration::from_secs(1);
+/// How long a guard may take to start its helper.
+const HELPER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// `(major, minor)` from `QEMU emulator version 7.2.22 (Debian …)`.
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let rest = text.split("version").nth(1)?.trim_start();
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// Interval of polling the console file and the QEMU process during boot.
 const BOOT_POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Longest accepted VM name (it becomes a directory name).
@@ -72,6 +85,10 @@ pub struct QemuConfig {
     pub qemu_img: PathBuf,
     /// `passt` (for [`crate::vm::NetworkPolicy::User`]).
     pub passt: PathBuf,
+    /// The unprivileged user QEMU and passt switch to (set when the agent runs as root).
+    pub run_as: Option<GuestUser>,
+    /// The egress policy, checked before each VM with a network.
+    pub egress: Option<Arc<Egress>>,
 }
 
 impl QemuConfig {
@@ -83,6 +100,8 @@ impl QemuConfig {
             qemu: "qemu-system-x86_64".into(),
             qemu_img: "qemu-img".into(),
             passt: "passt".into(),
+            run_as: None,
+            egress: None,
         }
     }
 }
@@ -109,6 +128,8 @@ pub struct BootTimings {
 pub struct Qemu {
     config: QemuConfig,
     mode: AccelMode,
+    /// QEMU's version (major, minor), asked once.
+    version: Arc<tokio::sync::OnceCell<Option<(u32, u32)>>>,
 }
 
 impl Qemu {
@@ -120,7 +141,24 @@ impl Qemu {
                 setting: accel::ACCEL_ENV,
                 source: Box::new(e),
             })?;
-        Ok(Self { config, mode })
+        Ok(Self {
+            config,
+            mode,
+            version: Arc::default(),
+        })
+    }
+
+    /// QEMU's version (major, minor) from `--version`, asked once; `None` if unreadable.
+    pub async fn version(&self) -> Option<(u32, u32)> {
+        *self
+            .version
+            .get_or_init(|| async {
+                let mut command = Command::new(&self.config.qemu);
+                command.arg("--version");
+                let out = crate::vm::process::output(command).await.ok()?;
+                parse_version(&String::from_utf8_lossy(&out.stdout))
+            })
+            .await
     }
 
     /// The effective accelerator mode.
@@ -168,9 +206,18 @@ impl Hypervisor for Qemu {
             .map(String::as_str);
         let choice =
             accel::choose(self.mode, &self.config.qemu, &kernel, kernel_sha256, cache).await;
+        if spec.network == NetworkPolicy::User
+            && let Some(egress) = &self.config.egress
+        {
+            egress.before_vm(&spec.name).await;
+        }
+        let run_as = match &self.config.run_as {
+            Some(user) => Some(args::RunAs::for_version(&user.name, self.version().await)),
+            None => None,
+        };
         let mut res = Resources::create(dir)?;
         let started = std::time::Instant::now();
-        let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel);
+        let booted = boot(&self.config, &spec, &mut res, choice.accel, &kernel, run_as);
         let parts = match tokio::time::timeout(spec.boot_timeout, booted).await {
             Ok(result) => result?,
             Err(_) => {
@@ -209,6 +256,7 @@ async fn boot(
     res: &mut Resources,
     accel: args::Accel,
     kernel: &Path,
+    run_as: Option<args::RunAs>,
 ) -> Result<(SshConnection, Qmp, SocketAddr, BootTimings), VmError> {
     let mut timings = BootTimings::default();
     let mut mark = std::time::Instant::now();
@@ -236,10 +284,18 @@ async fn boot(
         source: Box::new(e),
     })?);
     timings.overlay = lap();
-    let network = net::start(spec.network, &config.passt, &res.dir).await?;
+    // passt switches to the guest user (the egress rules match it); started as root without
+    // one it would switch to `nobody`, so a root agent without `run_as` keeps uid 0.
+    let passt_user = match &config.run_as {
+        Some(user) => Some(user.ids()),
+        None => nix::unistd::geteuid().is_root().then(|| "0".to_owned()),
+    };
+    let network = net::start(spec.network, &config.passt, &res.dir, passt_user.as_deref()).await?;
     timings.network = lap();
     if let Some(passt) = network.passt {
+        let guard = passt.id();
         res.track(passt)?;
+        res.track_helper(guard).await?;
     }
     if let Some(log) = &spec.console_log {
         res.console = log.clone();
@@ -263,9 +319,12 @@ async fn boot(
         qmp_socket: res.dir.join(QMP_SOCKET),
         pidfile: res.dir.join("qemu.pid"),
         net: network.backend,
+        run_as,
     };
-    let qemu = spawn_qemu(&config.qemu, &plan, &res.dir)?;
+    let qemu = spawn_qemu(&config.qemu, &plan, &res.dir, network.qemu_end)?;
+    let guard = qemu.id();
     res.track(qemu)?;
+    res.qemu_pid = res.track_helper(guard).await?;
     tracing::debug!(vm = %spec.name, ssh_port = network.ssh_port, "qemu started");
     let mut qmp = tokio::select! {
         connected = Qmp::connect(&plan.qmp_socket, QMP_TIMEOUT) => match connected {
@@ -304,17 +363,25 @@ async fn boot(
     Ok((ssh, qmp, addr, timings))
 }
 
-fn spawn_qemu(qemu: &Path, plan: &LaunchPlan, dir: &Path) -> Result<Child, VmError> {
+/// Starts QEMU under a guard; `net` (its end of the socket pair to passt) becomes its standard
+/// input.
+fn spawn_qemu(
+    qemu: &Path,
+    plan: &LaunchPlan,
+    dir: &Path,
+    net: Option<std::os::fd::OwnedFd>,
+) -> Result<Child, VmError> {
     let log_path = dir.join("qemu.log");
     let log = File::create(&log_path).map_err(|source| VmError::Io {
         action: "creating",
         path: log_path,
         source,
     })?;
-    let mut command = Command::new(qemu);
+    // Under a guard: QEMU's switch to `run_as` clears its parent-death signal.
+    let mut command = crate::vm::process::guarded_command(qemu);
     command
         .args(build_args(plan))
-        .stdin(Stdio::null())
+        .stdin(net.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::null())
         .stderr(log);
     crate::vm::process::spawn(command).map_err(|source| VmError::Spawn {
@@ -383,14 +450,14 @@ const QMP_SOCKET: &str = "qmp.sock";
 /// Longest path a Unix socket may have (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
-/// Fails early when a socket inside the VM directory `dir` (QMP, passt) would not fit in
-/// `sun_path`, instead of a helper failing later with a vague message.
+/// Fails early when the QMP socket inside the VM directory `dir` would not fit in `sun_path`,
+/// instead of QEMU failing later with a vague message. (passt needs no path: it talks to QEMU
+/// over an inherited socket pair.)
 fn check_socket_paths(dir: &Path) -> Result<(), VmError> {
-    for socket in [dir.join(QMP_SOCKET), net::passt_socket(dir)] {
-        let len = socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(VmError::SocketPathTooLong { path: socket, len });
-        }
+    let socket = dir.join(QMP_SOCKET);
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(VmError::SocketPathTooLong { path: socket, len });
     }
     Ok(())
 }
@@ -420,6 +487,8 @@ struct Resources {
     children: Mutex<Vec<Child>>,
     console: PathBuf,
     console_offset: u64,
+    /// The QEMU process itself (its guard is the last of `children`).
+    qemu_pid: Option<u32>,
 }
 
 impl Resources {
@@ -446,6 +515,7 @@ impl Resources {
         let res = Self {
             console: dir.join("console.log"),
             console_offset: 0,
+            qemu_pid: None,
             dir,
             marker: OwnerMarker::for_current_process(),
             children: Mutex::new(Vec::new()),
@@ -466,6 +536,19 @@ impl Resources {
             .push(child);
         self.marker.processes.push(id);
         self.marker.write(&self.dir)
+    }
+
+    /// Records the helper process a guard runs (see [`crate::vm::process::guarded_command`]),
+    /// so the reaper finds it even if its guard is gone; returns its pid.
+    async fn track_helper(&mut self, guard: u32) -> Result<Option<u32>, VmError> {
+        let Some(pid) = crate::vm::process::guarded_helper(guard, HELPER_PATIENCE).await else {
+            return Ok(None);
+        };
+        if let Some(id) = ProcessId::of(pid) {
+            self.marker.processes.push(id);
+            self.marker.write(&self.dir)?;
+        }
+        Ok(Some(pid))
     }
 
     /// If QEMU (the last child) has exited, the error describing it.
@@ -505,9 +588,9 @@ impl Resources {
 impl Drop for Resources {
     fn drop(&mut self) {
         let children = self.children.get_mut().unwrap_or_else(|e| e.into_inner());
-        // QEMU first (it holds the passt connection), then the helpers.
+        // QEMU first (it holds the passt connection), then the helpers; each with its guard.
         for child in children.iter_mut().rev() {
-            let _ = child.kill();
+            crate::vm::process::kill_group(child.id());
             let _ = child.wait();
         }
         if let Err(e) = remove_vm_dir(&self.dir) {
@@ -547,7 +630,7 @@ impl QemuVm {
 
     /// The pid of the QEMU process.
     pub fn qemu_pid(&self) -> Option<u32> {
-        self.res.marker.processes.last().map(|p| p.pid)
+        self.res.qemu_pid
     }
 
     /// `query-status` over QMP (bounded by [`QMP_TIMEOUT`]).
@@ -712,6 +795,17 @@ mod tests {
                 deep.as_os_str().len()
             ),
         }
+    }
+
+    #[test]
+    fn qemu_versions_are_read_from_the_banner() {
+        let banner = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)\nCopyright";
+        assert_eq!(parse_version(banner), Some((7, 2)));
+        assert_eq!(
+            parse_version("QEMU emulator version 10.0.2\n"),
+            Some((10, 0))
+        );
+        assert_eq!(parse_version("garbage"), None);
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //! [`NetworkPolicy::User`].
 //!
 //! - `User`: a `passt` process (user-mode TCP/IP stack, no privileges) connected to QEMU over a
-//!   Unix socket (`-netdev stream`). The guest gets DHCP and outbound TCP/UDP through the host's
-//!   sockets. `--no-map-gw` stops passt from translating the gateway address to the host's
+//!   socket pair: one end is passt's standard input (`--fd 0`), the other QEMU's
+//!   (`-netdev stream,addr.type=fd,addr.str=0`). No socket path exists, so no other process
+//!   can attach to the VM's network, and passt needs no access to the VM directory after it
+//!   switched users. When QEMU exits, passt reads the end of its socket and exits too. The guest
+//!   gets DHCP and outbound TCP/UDP through the host's sockets, filtered by the egress policy
+//!   ([`crate::vm::egress`]). `--no-map-gw` stops passt from translating the gateway address to the host's
 //!   loopback, so nothing listening on the host's 127.0.0.1/::1 is reachable from the guest (the
 //!   guest's own 127.0.0.1 is its own). passt forwards `127.0.0.1:<port>` to guest port 22.
 //! - `None`: QEMU's slirp with `restrict=on`: the guest can open no connection at all; the
@@ -14,7 +18,7 @@
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::vm::{NetworkPolicy, VmError};
@@ -47,21 +51,21 @@ pub fn free_loopback_port() -> Result<u16, VmError> {
 
 /// The passt argv (without the program).
 ///
-/// Started as root, passt would switch to `nobody`, who cannot reach the socket inside the
-/// private (0700) VM directory; `as_root` keeps uid 0 instead. passt still drops all
-/// capabilities and isolates itself (empty mount namespace, seccomp) either way.
-pub fn passt_args(socket: &Path, host_port: u16, as_root: bool) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = if as_root {
-        vec!["--runas".into(), "0".into()]
-    } else {
-        Vec::new()
+/// `runas` (`uid:gid`) is the user passt switches to after binding its socket: the guest user
+/// when the agent is root (the egress rules match it). Started as root without `--runas`,
+/// passt would switch to `nobody`. passt drops all capabilities and isolates itself (empty
+/// mount namespace, seccomp) either way.
+pub fn passt_args(host_port: u16, runas: Option<&str>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = match runas {
+        Some(ids) => vec!["--runas".into(), ids.into()],
+        None => Vec::new(),
     };
     args.extend::<[std::ffi::OsString; 9]>([
         "--foreground".into(),
         "--quiet".into(),
         "--no-map-gw".into(),
-        "--socket".into(),
-        socket.into(),
+        "--fd".into(),
+        "0".into(),
         "--tcp-ports".into(),
         format!("127.0.0.1/{host_port}:{GUEST_SSH_PORT}").into(),
         "--udp-ports".into(),
@@ -78,10 +82,18 @@ pub struct Network {
     pub ssh_port: u16,
     /// The passt process (killed and reaped by the caller).
     pub passt: Option<Child>,
+    /// QEMU's end of the socket pair to passt: QEMU's standard input.
+    pub qemu_end: Option<std::os::fd::OwnedFd>,
 }
 
-/// Sets up the network for `policy` in the VM directory `dir`.
-pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Network, VmError> {
+/// Sets up the network for `policy` in the VM directory `dir`; passt runs as `runas`
+/// (`uid:gid`) if given.
+pub async fn start(
+    policy: NetworkPolicy,
+    passt: &Path,
+    dir: &Path,
+    runas: Option<&str>,
+) -> Result<Network, VmError> {
     let ssh_port = free_loopback_port()?;
     match policy {
         NetworkPolicy::None => Ok(Network {
@@ -90,24 +102,25 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
             },
             ssh_port,
             passt: None,
+            qemu_end: None,
         }),
         NetworkPolicy::User => {
-            let socket = passt_socket(dir);
-            let net_dir = socket.parent().unwrap_or(dir).to_owned();
-            prepare_socket_dir(&net_dir)?;
+            let (passt_end, qemu_end) =
+                std::os::unix::net::UnixStream::pair().map_err(|source| VmError::Io {
+                    action: "creating the socket pair to passt",
+                    path: dir.to_owned(),
+                    source,
+                })?;
             let log = File::create(dir.join("passt.log")).map_err(|source| VmError::Io {
                 action: "creating",
                 path: dir.join("passt.log"),
                 source,
             })?;
-            let mut command = Command::new(passt);
+            // Under a guard: passt's switch to `runas` clears its parent-death signal.
+            let mut command = crate::vm::process::guarded_command(passt);
             command
-                .args(passt_args(
-                    &socket,
-                    ssh_port,
-                    nix::unistd::geteuid().is_root(),
-                ))
-                .stdin(Stdio::null())
+                .args(passt_args(ssh_port, runas))
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(passt_end)))
                 .stdout(Stdio::null())
                 .stderr(log);
             let child = crate::vm::process::spawn(command).map_err(|source| VmError::Spawn {
@@ -116,12 +129,13 @@ pub async fn start(policy: NetworkPolicy, passt: &Path, dir: &Path) -> Result<Ne
             })?;
             // Killed if this future is dropped or fails before handing the child over.
             let mut guard = ChildGuard(Some(child));
-            wait_for_socket(guard.get(), &socket, dir).await?;
+            wait_for_listener(guard.get(), ssh_port, dir).await?;
             let child = guard.0.take();
             Ok(Network {
-                backend: NetBackend::Passt { socket },
+                backend: NetBackend::Passt,
                 ssh_port,
                 passt: child,
+                qemu_end: Some(qemu_end.into()),
             })
         }
     }
@@ -140,34 +154,18 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
-            let _ = child.kill();
+            crate::vm::process::kill_group(child.id());
             let _ = child.wait();
         }
     }
 }
 
-/// Where passt's socket of the VM directory `dir` lives.
-pub fn passt_socket(dir: &Path) -> PathBuf {
-    dir.join("net").join("passt.sock")
-}
-
-/// Creates the directory for passt's socket (mode 0700).
-fn prepare_socket_dir(net_dir: &Path) -> Result<(), VmError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(net_dir)
-        .map_err(|source| VmError::Io {
-            action: "creating",
-            path: net_dir.to_owned(),
-            source,
-        })
-}
-
-async fn wait_for_socket(child: &mut Child, socket: &Path, dir: &Path) -> Result<(), VmError> {
+/// Waits until passt listens on `127.0.0.1:port` (its SSH forward), which it does once it is
+/// set up; fails with passt's log if it exits first.
+async fn wait_for_listener(child: &mut Child, port: u16, dir: &Path) -> Result<(), VmError> {
     let deadline = tokio::time::Instant::now() + PASST_READY_TIMEOUT;
     loop {
-        if socket.exists() {
+        if is_listening(port) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -180,14 +178,24 @@ async fn wait_for_socket(child: &mut Child, socket: &Path, dir: &Path) -> Result
         if tokio::time::Instant::now() >= deadline {
             return Err(VmError::Command {
                 program: "passt".into(),
-                stderr: format!(
-                    "no socket at {} within {PASST_READY_TIMEOUT:?}",
-                    socket.display()
-                ),
+                stderr: format!("not listening on 127.0.0.1:{port} within {PASST_READY_TIMEOUT:?}"),
             });
         }
         tokio::time::sleep(PASST_POLL_INTERVAL).await;
     }
+}
+
+/// Whether a socket of this network namespace listens on `127.0.0.1:port` (`/proc/net/tcp`).
+fn is_listening(port: u16) -> bool {
+    let wanted = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            fields.next() == Some(wanted.as_str()) && fields.nth(1) == Some("0A")
+        })
 }
 
 #[cfg(test)]
@@ -196,7 +204,7 @@ mod tests {
 
     #[test]
     fn passt_forwards_only_loopback_ssh_and_disables_gateway_mapping() {
-        let args = passt_args(Path::new("/vm/net/passt.sock"), 40022, false);
+        let args = passt_args(40022, None);
         let args: Vec<_> = args.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
             args,
@@ -204,22 +212,26 @@ mod tests {
                 "--foreground",
                 "--quiet",
                 "--no-map-gw",
-                "--socket",
-                "/vm/net/passt.sock",
+                "--fd",
+                "0",
                 "--tcp-ports",
                 "127.0.0.1/40022:22",
                 "--udp-ports",
                 "none"
             ]
         );
-        let as_root = passt_args(Path::new("/s"), 1, true);
-        assert_eq!(as_root[..2], ["--runas", "0"]);
+        let as_guest = passt_args(1, Some("999:995"));
+        assert_eq!(as_guest[..2], ["--runas", "999:995"]);
     }
 
     #[test]
-    fn free_port_is_bindable() {
+    fn free_port_is_bindable_and_listening_is_seen_in_proc() {
         let port = free_loopback_port().unwrap();
         assert_ne!(port, 0);
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        assert!(!is_listening(port));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        assert!(is_listening(port));
+        drop(listener);
+        assert!(!is_listening(port));
     }
 }
