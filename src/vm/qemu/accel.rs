@@ -446,7 +446,12 @@ async fn probe_with(setup: &ProbeSetup<'_>) -> AccelChoice {
             "none",
             "-no-reboot",
         ])
-        .args(["-serial", "stdio", "-append", "console=ttyS0 panic=-1"])
+        .args([
+            "-serial",
+            "stdio",
+            "-append",
+            "console=ttyS0 panic=-1 no_timer_check",
+        ])
         .arg("-kernel")
         .arg(kernel)
         .stdin(Stdio::null())

@@ -102,7 +102,9 @@ pub fn kernel_cmdline(image_cmdline: Option<&str>, ssh_key_param: &str) -> Strin
         .map(|c| c.split_whitespace().collect())
         .unwrap_or_default();
     // `panic=-1` with `-no-reboot` turns a guest panic into a prompt QEMU exit.
-    parts.extend(["console=ttyS0", "panic=-1", ssh_key_param]);
+    // `no_timer_check`: under TCG on a loaded host the kernel's IO-APIC timer check can miss its
+    // window and panic ("IO-APIC + timer doesn't work"); a virtual timer needs no such check.
+    parts.extend(["console=ttyS0", "panic=-1", "no_timer_check", ssh_key_param]);
     parts.join(" ")
 }
 
@@ -271,9 +273,12 @@ mod tests {
     fn cmdline_appends_console_and_key_after_the_image_cmdline() {
         assert_eq!(
             kernel_cmdline(Some(" quiet  rw "), "ghrunner.ssh_key=QUJD"),
-            "quiet rw console=ttyS0 panic=-1 ghrunner.ssh_key=QUJD"
+            "quiet rw console=ttyS0 panic=-1 no_timer_check ghrunner.ssh_key=QUJD"
         );
-        assert_eq!(kernel_cmdline(None, "k=v"), "console=ttyS0 panic=-1 k=v");
+        assert_eq!(
+            kernel_cmdline(None, "k=v"),
+            "console=ttyS0 panic=-1 no_timer_check k=v"
+        );
     }
 
     #[test]
@@ -291,7 +296,7 @@ mod tests {
         assert_eq!(value_of(&args, "-initrd"), "/img/initrd.img");
         assert_eq!(
             value_of(&args, "-append"),
-            "quiet rw console=ttyS0 panic=-1 ghrunner.ssh_key=QUJD"
+            "quiet rw console=ttyS0 panic=-1 no_timer_check ghrunner.ssh_key=QUJD"
         );
         assert_eq!(
             value_of(&args, "-drive"),
