@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ghrunner_vm::client::backoff::Timings;
 use ghrunner_vm::job::budget::VmBudget;
 use ghrunner_vm::job::events::JobEvent;
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
 use ghrunner_vm::job::lifecycle::{
     ChannelError, JobChannel, JobControl, JobExecutor as _, JobOutcome, run_job,
 };
-use ghrunner_vm::listener::backoff::Timings;
 use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::vm::{

@@ -18,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use crate::crypto::CryptoError;
 
 pub mod auth;
+pub mod backoff;
 pub mod broker;
 pub mod http;
 pub mod registration;

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::ast::{Expr, Function};
+use super::composite::{self, CompositeError, Segment};
 use super::eval::{Evaluator, Scalar, Val, fold, loose_equal, string_bytes};
 use super::{ErrorKind, ExprError, JobStatus, MAX_MEMORY_BYTES, Value};
 
@@ -109,94 +110,18 @@ fn affix<'v>(
     }))
 }
 
-/// A piece of a parsed format string.
-enum Segment<'f> {
-    Text(&'f str),
-    Arg { index: usize, specifiers: String },
-}
-
 fn invalid_format(format: &str) -> ExprError {
     evaluation_error(format!("The following format string is invalid: {format}"))
 }
 
-/// Splits a format string into text and `{N}` / `{N:spec}` segments, checking it all first.
+/// [`composite::parse`] with the official error messages.
 fn parse_format(format: &str, arg_count: usize) -> Result<Vec<Segment<'_>>, ExprError> {
-    let bytes = format.as_bytes();
-    let mut segments = Vec::new();
-    let mut index = 0;
-    while index < bytes.len() {
-        let lbrace = format[index..].find('{').map(|i| i + index);
-        let rbrace = format[index..].find('}').map(|i| i + index);
-        match (lbrace, rbrace) {
-            (Some(l), r) if r.is_none_or(|r| r > l) => {
-                if bytes.get(l + 1) == Some(&b'{') {
-                    segments.push(Segment::Text(&format[index..=l]));
-                    index = l + 2;
-                    continue;
-                }
-                let digits = bytes[l + 1..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                let arg_index = format[l + 1..l + 1 + digits].parse::<u8>().ok();
-                let (Some(arg_index), Some(_)) = (arg_index.filter(|_| digits > 0), r) else {
-                    return Err(invalid_format(format));
-                };
-                let Some((specifiers, end)) = read_specifiers(format, l + 1 + digits) else {
-                    return Err(invalid_format(format));
-                };
-                if usize::from(arg_index) >= arg_count {
-                    return Err(evaluation_error(format!(
-                        "The following format string references more arguments than were supplied: {format}"
-                    )));
-                }
-                if l > index {
-                    segments.push(Segment::Text(&format[index..l]));
-                }
-                segments.push(Segment::Arg {
-                    index: usize::from(arg_index),
-                    specifiers,
-                });
-                index = end + 1;
-            }
-            (_, Some(r)) => {
-                if bytes.get(r + 1) != Some(&b'}') {
-                    return Err(invalid_format(format));
-                }
-                segments.push(Segment::Text(&format[index..=r]));
-                index = r + 2;
-            }
-            _ => {
-                segments.push(Segment::Text(&format[index..]));
-                break;
-            }
-        }
-    }
-    Ok(segments)
-}
-
-/// Reads `}` or `:spec}` (with `}}` escaping a brace) at `start`; the specifiers and the index of
-/// the closing brace.
-fn read_specifiers(format: &str, start: usize) -> Option<(String, usize)> {
-    let bytes = format.as_bytes();
-    match bytes.get(start)? {
-        b'}' => return Some((String::new(), start)),
-        b':' => {}
-        _ => return None,
-    }
-    let mut specifiers = String::new();
-    let mut chars = format[start + 1..].char_indices();
-    while let Some((offset, c)) = chars.next() {
-        if c != '}' {
-            specifiers.push(c);
-        } else if format[start + 1 + offset + 1..].starts_with('}') {
-            specifiers.push('}');
-            chars.next();
-        } else {
-            return Some((specifiers, start + 1 + offset));
-        }
-    }
-    None
+    composite::parse(format, arg_count).map_err(|err| match err {
+        CompositeError::Invalid => invalid_format(format),
+        CompositeError::MissingArgument => evaluation_error(format!(
+            "The following format string references more arguments than were supplied: {format}"
+        )),
+    })
 }
 
 /// `format(fmt, args…)`: arguments are evaluated lazily, each at most once.

@@ -23,6 +23,7 @@
 //! - `value`: [`Value`] and [`Object`], truthiness, string and JSON forms.
 
 pub mod ast;
+pub mod composite;
 mod eval;
 mod functions;
 mod lexer;

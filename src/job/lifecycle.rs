@@ -25,8 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::backoff::{RenewDecision, RenewPolicy, Timings};
 use crate::job::report::{CompletionAnnotation, StepResult};
-use crate::listener::backoff::{RenewDecision, RenewPolicy, Timings};
 use crate::protocol::TaskResult;
 use crate::protocol::lifecycle::VariableValue;
 

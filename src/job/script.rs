@@ -121,32 +121,19 @@ pub fn script_contents(script: &str, shell: &ShellCommand) -> String {
 }
 
 /// .NET composite formatting with one argument: `{0}` → `arg`, `{{`/`}}` → braces; any other
-/// placeholder or a lone brace is an error.
+/// placeholder, a format specifier or a lone brace is an error. Parsed by
+/// [`crate::expr::composite`], the crate's one format-string parser.
 pub fn format_template(template: &str, arg: &str) -> Result<String, ScriptError> {
+    use crate::expr::composite::{self, Segment};
     let bad = || ScriptError::BadTemplate {
         template: template.to_owned(),
     };
     let mut out = String::with_capacity(template.len() + arg.len());
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                out.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let index: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                if index.trim() != "0" {
-                    return Err(bad());
-                }
-                out.push_str(arg);
-            }
-            '}' => return Err(bad()),
-            other => out.push(other),
+    for segment in composite::parse(template, 1).map_err(|_| bad())? {
+        match segment {
+            Segment::Text(text) => out.push_str(text),
+            Segment::Arg { specifiers, .. } if specifiers.is_empty() => out.push_str(arg),
+            Segment::Arg { .. } => return Err(bad()),
         }
     }
     Ok(out)

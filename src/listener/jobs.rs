@@ -7,12 +7,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 
+use crate::client::backoff::{ErrorThrottle, Timings};
 use crate::client::broker::{self, ServiceError};
 use crate::client::http::HttpClient;
 use crate::client::session::{LegacyClient, PlanLocation, post_job_completed};
 use crate::client::{ClientError, TokenProvider, VssErrorKind};
 use crate::job::lifecycle::{BoxError, ChannelError, JobChannel, JobOutcome};
-use crate::listener::backoff::{ErrorThrottle, Timings};
 use crate::listener::jobref::JobRef;
 use crate::protocol::lifecycle::{
     AcquireJobRequest, CompleteJobRequest, JobCompletedEvent, RenewJobRequest, parse_vss_datetime,

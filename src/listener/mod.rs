@@ -36,7 +36,6 @@
 //! arrive, and a next job that arrives meanwhile is held until the previous one has ended
 //! (never dropped). Transient faults never end the process.
 
-pub mod backoff;
 mod handover;
 pub mod jobref;
 pub mod jobs;
@@ -50,6 +49,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TokenProvider;
+use crate::client::backoff::{EmptyPollGuard, ErrorThrottle, PollErrorBackoff, Timings};
 use crate::client::broker::{BrokerClient, ServiceError};
 use crate::client::http::HttpClient;
 use crate::client::session::{LegacyClient, PollStatus, RunnerIdentity, poll_query};
@@ -62,7 +62,6 @@ use crate::protocol::message::{
     BrokerErrorKind, ListenerMessage, RunnerJobRequestRef, TaskAgentMessage,
 };
 use crate::version::{AfterRejection, Version, VersionPolicy, VersionSetting};
-use backoff::{EmptyPollGuard, ErrorThrottle, PollErrorBackoff, Timings};
 use handover::{NextJob, Previous, wait_for_previous};
 use jobref::JobRef;
 use jobs::{LegacyChannel, RunServiceChannel};

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Listener, ListenerError, sleep_or};
 use crate::client::ClientError;
 use crate::client::VssErrorKind;
+use crate::client::backoff::{SessionCreatePolicy, SessionRetry};
 use crate::client::broker::ServiceError;
 use crate::crypto::session::{SessionCryptoError, SessionKey};
 use crate::job::lifecycle::JobExecutor;
-use crate::listener::backoff::{SessionCreatePolicy, SessionRetry};
 use crate::protocol::message::{
     BrokerErrorKind, ListenerMessage, MessageDecodeError, TaskAgentMessage,
 };

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::report::{CompletionAnnotation, StepResult};
 use crate::protocol::TaskResult;
+use crate::protocol::completion::{CompletionAnnotation, StepResult};
 
 /// The lock token of legacy job-request calls: always the empty GUID.
 pub const EMPTY_LOCK_TOKEN: &str = "00000000-0000-0000-0000-000000000000";

@@ -306,35 +306,19 @@ fn decode_pair(pair: &Json, depth: usize) -> Result<(TemplateToken, TemplateToke
 /// Turns `format('lit {0} lit', a, b)` back into `lit ${{ a }} lit`; `None` if the expression
 /// is not such a call.
 fn unformat_expression(expr: &str) -> Option<String> {
+    use crate::expr::composite::Segment;
     let rest = expr.trim().strip_prefix("format(")?.strip_suffix(')')?;
     let args = split_top_level_args(rest)?;
     let (template, args) = args.split_first()?;
     let template = template.trim().strip_prefix('\'')?.strip_suffix('\'')?;
     let template = template.replace("''", "'");
     let mut out = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                out.push('{');
+    for segment in crate::expr::composite::parse(&template, args.len()).ok()? {
+        match segment {
+            Segment::Text(text) => out.push_str(text),
+            Segment::Arg { index, .. } => {
+                out.push_str(&format!("${{{{ {} }}}}", args[index].trim()))
             }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let mut digits = String::new();
-                for d in chars.by_ref() {
-                    if d == '}' {
-                        break;
-                    }
-                    digits.push(d);
-                }
-                let arg = args.get(digits.parse::<usize>().ok()?)?;
-                out.push_str(&format!("${{{{ {} }}}}", arg.trim()));
-            }
-            other => out.push(other),
         }
     }
     Some(out)

@@ -58,18 +58,10 @@ fn build_cached(name: &str) -> PathBuf {
         eprintln!("[{:>5.1}s] {marker}{}", p.elapsed.as_secs_f64(), p.text);
     });
     if let Err(err) = result {
-        panic!("cannot build the {name} test image: {}", error_chain(&err));
+        panic!(
+            "cannot build the {name} test image: {}",
+            ghrunner_vm::errors::error_chain(&err)
+        );
     }
     out
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

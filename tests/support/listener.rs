@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ghrunner_vm::client::TokenProvider;
+use ghrunner_vm::client::backoff::Timings;
 use ghrunner_vm::client::http::{HttpClient, RetryPolicy};
 use ghrunner_vm::client::session::RunnerIdentity;
 use ghrunner_vm::config::Credentials;
 use ghrunner_vm::crypto::rsa::RunnerKey;
 use ghrunner_vm::job::lifecycle::JobExecutor;
-use ghrunner_vm::listener::backoff::Timings;
 use ghrunner_vm::listener::{Listener, ListenerConfig, ListenerError};
 use ghrunner_vm::localsvc::LocalService;
 use ghrunner_vm::localsvc::protocol::protocol_state;

@@ -8,12 +8,13 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::job::events::{Annotation, AnnotationLevel};
 use crate::protocol::TaskResult;
+pub use crate::protocol::completion::{Completion, CompletionAnnotation, StepResult};
 
 /// `TimelineRecord.type` of the job's own record.
 pub const RECORD_TYPE_JOB: &str = "Job";
@@ -233,39 +234,6 @@ pub fn issue_from_annotation(annotation: &Annotation, log_line: Option<u64>) -> 
     }
 }
 
-/// One annotation of `completejob` (camelCase; absent optionals omitted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CompletionAnnotation {
-    /// `failure`, `warning` or `notice`.
-    pub level: String,
-    /// The message.
-    pub message: String,
-    /// Title.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// File path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Raised by the runner itself.
-    pub is_infrastructure_issue: bool,
-    /// Start line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_line: Option<u32>,
-    /// End line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_line: Option<u32>,
-    /// Start column.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_column: Option<u32>,
-    /// End column.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_column: Option<u32>,
-    /// The step that raised it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step_number: Option<u32>,
-}
-
 impl CompletionAnnotation {
     /// Maps an event annotation (error → `failure`; the end line defaults to the start line as
     /// the official runner does for single-line annotations).
@@ -285,46 +253,9 @@ impl CompletionAnnotation {
     }
 }
 
-/// One entry of `completejob.stepResults` (snake_case keys, §6.1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepResult {
-    /// The step's record id.
-    pub external_id: Uuid,
-    /// 1-based step number.
-    pub number: u32,
-    /// Display name.
-    pub name: String,
-    /// `pending`, `inProgress` or `completed`.
-    pub status: String,
-    /// `succeeded`, `failed`, ... (absent while unknown).
-    pub conclusion: Option<TaskResult>,
-    /// Start (`yyyy-MM-ddTHH:mm:ss.fffZ`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    /// End (`yyyy-MM-ddTHH:mm:ss.fffZ`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
-    /// Lines in the step's log.
-    pub completed_log_lines: u64,
-    /// Annotations the step raised.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub annotations: Vec<CompletionAnnotation>,
-}
-
-/// What `completejob` needs from the reporting side: `stepResults` and `annotations`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Completion {
-    /// Per-step results, in step order.
-    pub step_results: Vec<StepResult>,
-    /// Every annotation of the job (step ones carry `stepNumber`).
-    pub annotations: Vec<CompletionAnnotation>,
-}
-
-/// Formats a timestamp as the results and run services want it (`yyyy-MM-ddTHH:mm:ss.fffZ`).
-pub fn results_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+/// Formats a timestamp as the results and run services want it (`yyyy-MM-ddTHH:mm:ss.fffZ`):
+/// the protocol's one formatter.
+pub use crate::protocol::lifecycle::format_timestamp as results_timestamp;
 
 #[cfg(test)]
 mod tests {
