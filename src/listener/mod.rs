@@ -35,17 +35,23 @@
 //! One job runs at a time; polling continues while it runs (status `Busy`) so cancellations
 //! arrive, and a next job that arrives meanwhile is held until the previous one has ended
 //! (never dropped). Transient faults never end the process.
+//!
+//! Here: the configuration, the poll loop and its reactions to failures and version refusals.
+//! Acting on one message is in `dispatch`, the jobs dispatched in `running`, the session in
+//! `session`, the hand-over between consecutive jobs in `handover`, the errors in `error`.
 
+mod dispatch;
+mod error;
 mod handover;
 pub mod jobref;
 pub mod jobs;
+mod running;
 mod session;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TokenProvider;
@@ -54,17 +60,14 @@ use crate::client::broker::{BrokerClient, ServiceError};
 use crate::client::http::HttpClient;
 use crate::client::session::{LegacyClient, PollStatus, RunnerIdentity, poll_query};
 use crate::crypto::rsa::RunnerKey;
-use crate::exit::ExitStatus;
-use crate::job::lifecycle::{BoxError, JobChannel, JobControl, JobExecutor, run_job};
+use crate::job::lifecycle::JobExecutor;
 use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
-use crate::protocol::message::{
-    BrokerErrorKind, ListenerMessage, RunnerJobRequestRef, TaskAgentMessage,
-};
-use crate::version::{AfterRejection, Version, VersionPolicy, VersionSetting};
-use handover::{NextJob, Previous, wait_for_previous};
-use jobref::JobRef;
-use jobs::{LegacyChannel, RunServiceChannel};
+use crate::protocol::message::TaskAgentMessage;
+use crate::version::{AfterRejection, Version, VersionPolicy};
+use dispatch::Flow;
+pub use error::ListenerError;
+use running::{Jobs, job_done};
 use session::{Session, classify};
 
 /// How long a shutdown waits for a running job to finish by itself before cancelling it.
@@ -99,138 +102,11 @@ pub struct ListenerConfig {
     pub cancel_kill_after: Duration,
 }
 
-/// Why the listener stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ListenerError {
-    /// Another process kept this runner's session for the whole give-up time.
-    #[error(
-        "another process holds this runner's session: stop it, or wait for its session to expire"
-    )]
-    SessionConflict,
-    /// The runner or its registration no longer exists on the server.
-    #[error("the runner registration is gone on the server: register again")]
-    RegistrationGone {
-        /// What the server said.
-        #[source]
-        source: BoxError,
-    },
-    /// The server refuses this runner for good (access denied).
-    #[error("the service refuses this runner")]
-    Refused {
-        /// What the server said.
-        #[source]
-        source: BoxError,
-    },
-    /// The server refuses the advertised runner version and no newer one is known.
-    #[error(
-        "the service refuses runner version {version} ({how}): {reason}; {fix}",
-        how = describe_setting(setting),
-        fix = version_fix(setting)
-    )]
-    VersionRejected {
-        /// The version it refused.
-        version: Version,
-        /// How the version was chosen.
-        setting: VersionSetting,
-        /// What the server said.
-        reason: String,
-    },
-}
-
-fn describe_setting(setting: &VersionSetting) -> String {
-    match setting {
-        VersionSetting::Auto => "runner_version: auto".to_owned(),
-        VersionSetting::Pinned(v) => format!("runner_version pinned to {v}"),
-    }
-}
-
-/// How to get past a version rejection.
-fn version_fix(setting: &VersionSetting) -> String {
-    match setting {
-        VersionSetting::Pinned(_) => format!(
-            "set `runner_version: auto` in config.yaml (or {}=auto) to follow the official \
-             releases, or pin a current release",
-            crate::version::VERSION_ENV
-        ),
-        VersionSetting::Auto => format!(
-            "no newer official release is known: check that the releases endpoint \
-             (runner_releases_url, {}) is reachable from this host, or pin the current release \
-             with runner_version (protocol reviewed up to {})",
-            crate::version::RELEASES_URL_ENV,
-            crate::version::BASELINE
-        ),
-    }
-}
-
-impl ListenerError {
-    /// The process exit status for this error.
-    pub fn exit_status(&self) -> ExitStatus {
-        match self {
-            ListenerError::SessionConflict => ExitStatus::SessionConflict,
-            ListenerError::RegistrationGone { .. } => ExitStatus::RegistrationGone,
-            ListenerError::Refused { .. } => ExitStatus::Error,
-            ListenerError::VersionRejected { .. } => ExitStatus::VersionRejected,
-        }
-    }
-}
-
 /// Where a polled message came from (legacy messages are deleted after processing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Legacy,
     Broker,
-}
-
-/// A job this listener dispatched that has not ended yet.
-struct Running {
-    job_id: String,
-    /// The legacy job request id (`None` on the run-service path).
-    request_id: Option<i64>,
-    cancel: CancellationToken,
-    /// Fired when the job's task ends (whatever way).
-    finished: CancellationToken,
-    handle: JoinHandle<TaskResult>,
-}
-
-impl Running {
-    fn as_previous(&self) -> Previous {
-        Previous {
-            job_id: self.job_id.clone(),
-            request_id: self.request_id,
-            cancel: self.cancel.clone(),
-            finished: self.finished.clone(),
-        }
-    }
-}
-
-/// The jobs of one listener: those not ended yet, in dispatch order (each waits for the one
-/// before it), and whether a `--once` listener has taken its job.
-#[derive(Default)]
-struct Jobs {
-    running: Vec<Running>,
-    taken: bool,
-}
-
-impl Jobs {
-    fn status(&self) -> PollStatus {
-        if self.running.is_empty() {
-            PollStatus::Online
-        } else {
-            PollStatus::Busy
-        }
-    }
-
-    fn previous(&self) -> Option<Previous> {
-        self.running.last().map(Running::as_previous)
-    }
-}
-
-/// What the loop does after a message.
-enum Flow {
-    Continue,
-    Stop,
-    /// The service refused the advertised version (acknowledge or acquire).
-    VersionRejected(ServiceError),
 }
 
 /// The listener of one registration.
@@ -534,380 +410,12 @@ impl<E: JobExecutor> Listener<E> {
             }
         }
     }
-
-    /// Decrypts, decodes and acts on one message; deletes legacy messages afterwards (unless
-    /// the message is left for redelivery).
-    async fn dispatch(
-        &self,
-        session: &Session,
-        source: Source,
-        message: TaskAgentMessage,
-        jobs: &mut Jobs,
-        accepting: bool,
-        throttle: &mut ErrorThrottle,
-    ) -> Flow {
-        let message_id = message.message_id;
-        let message_type = message.message_type.clone();
-        tracing::debug!(message_id, message_type, "message received");
-        let (flow, delete) = match session.open(&message) {
-            Ok(decoded) => {
-                let from = MessageFrom::Session;
-                self.act(session, from, decoded, jobs, accepting, throttle)
-                    .await
-            }
-            Err(err) => {
-                tracing::warn!(message_id, message_type, error = %err, cause = ?std::error::Error::source(&err), "undecodable message skipped");
-                (Flow::Continue, true)
-            }
-        };
-        if delete && source == Source::Legacy {
-            let timeout = self.cfg.timings.request_timeout;
-            if let Err(err) = self
-                .legacy
-                .delete_message(session.id(), message_id, timeout)
-                .await
-            {
-                tracing::warn!(message_id, error = %err, "cannot delete message");
-            }
-        }
-        flow
-    }
-
-    /// Acts on a decoded message; returns the flow and whether to delete the message.
-    /// `accepting` is false during shutdown: a job request is then left for redelivery.
-    async fn act(
-        &self,
-        session: &Session,
-        from: MessageFrom<'_>,
-        message: ListenerMessage,
-        jobs: &mut Jobs,
-        accepting: bool,
-        throttle: &mut ErrorThrottle,
-    ) -> (Flow, bool) {
-        let is_job = matches!(
-            message,
-            ListenerMessage::PipelineAgentJobRequest(_) | ListenerMessage::RunnerJobRequest(_)
-        );
-        if is_job && let Some(why) = self.not_taking_jobs(jobs, accepting) {
-            tracing::info!(
-                reason = why,
-                "job request left for redelivery (not deleted, not acknowledged)"
-            );
-            return (Flow::Continue, false);
-        }
-        match message {
-            ListenerMessage::PipelineAgentJobRequest(job) => {
-                self.start_legacy_job(job, jobs);
-                (Flow::Continue, true)
-            }
-            ListenerMessage::RunnerJobRequest(job) => {
-                let flow = self
-                    .start_broker_job(session, from, &job, jobs, throttle)
-                    .await;
-                (flow, true)
-            }
-            ListenerMessage::JobCancellation(cancel) => {
-                let target = jobs
-                    .running
-                    .iter()
-                    .find(|r| r.job_id.eq_ignore_ascii_case(&cancel.job_id));
-                match target {
-                    Some(r) => {
-                        tracing::info!(job_id = %cancel.job_id, "job cancellation requested");
-                        r.cancel.cancel();
-                    }
-                    None => {
-                        tracing::info!(job_id = %cancel.job_id, "cancellation for a job not running here, ignored")
-                    }
-                }
-                (Flow::Continue, true)
-            }
-            ListenerMessage::BrokerMigration(migration) => {
-                let url = migration.broker_base_url;
-                tracing::debug!(broker = %url, "broker migration, polling the broker");
-                match self.poll_broker(&url, session.id(), jobs.status()).await {
-                    Ok(Some(message)) => match session.open(&message) {
-                        Ok(decoded) => {
-                            let from = MessageFrom::Migration { broker_url: &url };
-                            let acted = Box::pin(
-                                self.act(session, from, decoded, jobs, accepting, throttle),
-                            );
-                            (acted.await.0, false)
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "undecodable broker message skipped");
-                            (Flow::Continue, false)
-                        }
-                    },
-                    Ok(None) => (Flow::Continue, false),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "broker poll after migration failed");
-                        (Flow::Continue, false)
-                    }
-                }
-            }
-            ListenerMessage::ForceTokenRefresh => {
-                tracing::info!("token refresh requested");
-                self.tokens.invalidate();
-                (Flow::Continue, true)
-            }
-            ListenerMessage::AgentRefresh(refresh) => {
-                self.cfg.versions.offer_target(&refresh.target_version);
-                (Flow::Continue, true)
-            }
-            ListenerMessage::RunnerRefresh(refresh) => {
-                self.cfg.versions.offer_target(&refresh.target_version);
-                (Flow::Continue, true)
-            }
-            ListenerMessage::RunnerShutdown(shutdown) => {
-                tracing::info!(reason = %shutdown.reason, "service asked the runner to shut down");
-                (Flow::Stop, false)
-            }
-            ListenerMessage::Unknown { message_type } => {
-                tracing::warn!(message_type, "unknown message type ignored");
-                (Flow::Continue, true)
-            }
-        }
-    }
-
-    /// Why a job request cannot be taken now, if it cannot: the process is shutting down, or
-    /// a `--once` runner already has its job (the official runner skips deletion likewise).
-    fn not_taking_jobs(&self, jobs: &Jobs, accepting: bool) -> Option<&'static str> {
-        if !accepting {
-            Some("the runner is shutting down")
-        } else if self.cfg.once && jobs.taken {
-            Some("this one-job (--once or ephemeral) runner already has its job")
-        } else {
-            None
-        }
-    }
-
-    fn start_legacy_job(&self, job: serde_json::Value, jobs: &mut Jobs) {
-        match JobRef::from_message(&job) {
-            Ok(job_ref) => {
-                let channel = LegacyChannel::new(
-                    self.http.clone(),
-                    self.legacy.clone(),
-                    job_ref.clone(),
-                    self.cfg.timings.clone(),
-                );
-                let next = NextJob::Legacy(self.legacy.clone());
-                self.spawn_job(channel, job_ref, job, next, jobs);
-            }
-            Err(err) => tracing::error!(error = %err, "job message unusable, skipped"),
-        }
-    }
-
-    /// Acknowledges (best effort), acquires and dispatches a run-service job. The acknowledge
-    /// goes to the broker the reference came from: the session's broker, or after a
-    /// `BrokerMigration` the broker the migration named (as the official runner's
-    /// `_brokerServer` connection follows the migration).
-    async fn start_broker_job(
-        &self,
-        session: &Session,
-        from: MessageFrom<'_>,
-        job: &RunnerJobRequestRef,
-        jobs: &mut Jobs,
-        throttle: &mut ErrorThrottle,
-    ) -> Flow {
-        let timings = &self.cfg.timings;
-        // A refused version on the acknowledge does not lose the job (the official runner
-        // acquires after any acknowledge failure); the session is renewed afterwards.
-        let mut version_refused = None;
-        if job.should_acknowledge {
-            let url = match from {
-                MessageFrom::Migration { broker_url } => Some(broker_url.to_owned()),
-                MessageFrom::Session => session
-                    .broker_url()
-                    .map(str::to_owned)
-                    .or_else(|| self.cfg.broker_url.clone()),
-            };
-            match url {
-                Some(url) => {
-                    let ack = self
-                        .broker(&url)
-                        .acknowledge(
-                            session.id(),
-                            &job.runner_request_id,
-                            jobs.status(),
-                            &self.identity(),
-                            timings.acknowledge_timeout,
-                        )
-                        .await;
-                    match ack {
-                        Ok(()) => {
-                            tracing::debug!(request = %job.runner_request_id, "job request acknowledged")
-                        }
-                        Err(err)
-                            if self.cfg.ephemeral
-                                && err.kind() == Some(BrokerErrorKind::AcknowledgeJobNotFound) =>
-                        {
-                            // actions/runner #4540: an ephemeral runner whose job is gone exits.
-                            tracing::info!(error = %err, "the job is gone on the broker; this ephemeral runner stops");
-                            return Flow::Stop;
-                        }
-                        Err(err)
-                            if session::classify(&err) == session::Failure::VersionRejected =>
-                        {
-                            tracing::warn!(error = %err, "acknowledge refused the runner version; acquiring the job anyway");
-                            version_refused = Some(err);
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "acknowledge failed (best effort), acquiring the job anyway")
-                        }
-                    }
-                }
-                None => tracing::warn!(
-                    request = %job.runner_request_id,
-                    "the job request asks for an acknowledge but no broker URL is known; acquiring it without"
-                ),
-            }
-        }
-        // The image is known from the registration: boot the VM while the job is acquired.
-        self.executor.prepare(&job.id);
-        let message = match jobs::acquire(&self.http, &self.tokens, job, throttle, timings).await {
-            Ok(message) => message,
-            Err(failure) => {
-                self.executor.discard_prepared();
-                return match failure {
-                    Some(err) if session::classify(&err) == session::Failure::VersionRejected => {
-                        Flow::VersionRejected(err)
-                    }
-                    _ => Flow::Continue,
-                };
-            }
-        };
-        match JobRef::from_message(&message) {
-            Ok(mut job_ref) => {
-                if job_ref.billing_owner_id.is_none() {
-                    job_ref.billing_owner_id = job.billing_owner_id.clone();
-                }
-                let channel =
-                    RunServiceChannel::new(self.http.clone(), job_ref.clone(), timings.clone());
-                self.spawn_job(channel, job_ref, message, NextJob::RunService, jobs);
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "acquired job message unusable, skipped");
-                self.executor.discard_prepared();
-            }
-        }
-        version_refused.map_or(Flow::Continue, Flow::VersionRejected)
-    }
-
-    /// Spawns the job's task: it waits for the previous job of this runner (if one is still
-    /// finishing), then runs the job's lifecycle.
-    fn spawn_job<C: JobChannel>(
-        &self,
-        channel: C,
-        job: JobRef,
-        message: serde_json::Value,
-        next: NextJob,
-        jobs: &mut Jobs,
-    ) {
-        let cancel = CancellationToken::new();
-        let finished = CancellationToken::new();
-        let control = JobControl {
-            cancel: cancel.clone(),
-            kill_after: self.cfg.cancel_kill_after,
-        };
-        let previous = jobs.previous();
-        let executor = self.executor.clone();
-        let timings = self.cfg.timings.clone();
-        let span = tracing::info_span!("job", job_id = %job.job_id);
-        let job_id = job.job_id.clone();
-        match &previous {
-            None => tracing::info!(parent: &span, "job started"),
-            Some(p) => {
-                tracing::info!(parent: &span, previous = %p.job_id, "job taken; it starts when the previous job has ended")
-            }
-        }
-        let done = finished.clone().drop_guard();
-        let handle = tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                // Fires `finished` however the task ends (a panic included).
-                let _done = done;
-                wait_for_previous(previous, &next, timings.request_timeout).await;
-                let result = run_job(
-                    Arc::new(channel),
-                    executor.as_ref(),
-                    message,
-                    control,
-                    &timings,
-                )
-                .await;
-                executor.release_prepared(&job_id);
-                result
-            },
-            span,
-        ));
-        jobs.taken = true;
-        jobs.running.push(Running {
-            job_id: job.job_id,
-            request_id: (job.request_id != 0).then_some(job.request_id),
-            cancel,
-            finished,
-            handle,
-        });
-    }
-
-    /// Lets the running jobs finish within the grace period, else cancels them and waits for
-    /// their completion reports.
-    async fn stop_jobs(&self, mut running: Vec<Running>) {
-        if running.is_empty() {
-            return;
-        }
-        tracing::info!(grace = ?self.cfg.shutdown_grace, jobs = running.len(), "waiting for the running job");
-        let deadline = tokio::time::Instant::now() + self.cfg.shutdown_grace;
-        let all_done = async {
-            for job in &mut running {
-                let _ = (&mut job.handle).await;
-            }
-        };
-        if tokio::time::timeout_at(deadline, all_done).await.is_ok() {
-            return;
-        }
-        tracing::info!("grace period over, cancelling the job");
-        for job in &running {
-            job.cancel.cancel();
-        }
-        for job in running {
-            if !job.handle.is_finished()
-                && let Err(err) = job.handle.await
-            {
-                tracing::error!(error = %err, "job task failed");
-            }
-        }
-    }
-}
-
-/// Where a decoded message came from (decides which broker a job request is acknowledged on).
-#[derive(Debug, Clone, Copy)]
-enum MessageFrom<'a> {
-    /// This session's own poll.
-    Session,
-    /// The broker named by a `BrokerMigration`, polled with this (legacy) session's id.
-    Migration { broker_url: &'a str },
 }
 
 enum Event {
     Shutdown,
     JobDone(TaskResult),
     Polled(Result<Option<(Source, TaskAgentMessage)>, ServiceError>),
-}
-
-/// Resolves when the oldest running job ends (never, when none runs). Each job waits for the
-/// one before it, so the oldest always ends first.
-async fn job_done(running: &mut [Running]) -> TaskResult {
-    match running.first_mut() {
-        Some(job) => match (&mut job.handle).await {
-            Ok(result) => result,
-            Err(err) => {
-                tracing::error!(error = %err, "job task failed");
-                TaskResult::Failed
-            }
-        },
-        None => std::future::pending().await,
-    }
 }
 
 /// Sleeps `delay` unless `shutdown` fires first; false when it did.

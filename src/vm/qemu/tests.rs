@@ -1,0 +1,74 @@
+//! Unit tests of the QEMU backend's host-side pieces: names, socket paths, version banners and
+//! the VM's resources.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::reaper::{OwnerMarker, ProcessId, VMS_DIR};
+use super::resources::{MAX_SOCKET_PATH, Resources, check_socket_paths, validate_name};
+use super::*;
+
+#[test]
+fn socket_paths_beyond_sun_path_are_refused_up_front() {
+    let job = "job-0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f";
+    check_socket_paths(&Path::new("/var/lib/ghrunner-vm/vms").join(job)).unwrap();
+    let deep = Path::new("/tmp").join("d".repeat(60)).join("vms").join(job);
+    match check_socket_paths(&deep) {
+        Err(VmError::SocketPathTooLong { path, len }) => {
+            assert_eq!(len, path.as_os_str().len());
+            assert!(len > MAX_SOCKET_PATH);
+            assert!(path.starts_with(&deep));
+        }
+        other => panic!(
+            "a {}-byte directory was accepted: {other:?}",
+            deep.as_os_str().len()
+        ),
+    }
+}
+
+#[test]
+fn qemu_versions_are_read_from_the_banner() {
+    let banner = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)\nCopyright";
+    assert_eq!(parse_version(banner), Some((7, 2)));
+    assert_eq!(
+        parse_version("QEMU emulator version 10.0.2\n"),
+        Some((10, 0))
+    );
+    assert_eq!(parse_version("garbage"), None);
+}
+
+#[test]
+fn names_must_be_safe_directory_names() {
+    for ok in ["job-1", "a.b_c", "X9"] {
+        validate_name(ok).unwrap();
+    }
+    for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"x".repeat(65)] {
+        assert!(
+            matches!(validate_name(bad), Err(VmError::InvalidName { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn resources_drop_kills_children_and_removes_the_directory() {
+    let runner = tempfile::tempdir().unwrap();
+    let dir = runner.path().join(VMS_DIR).join("t");
+    let mut res = Resources::create(dir.clone()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let child = Command::new("sleep").arg("600").spawn().unwrap();
+    let pid = child.id();
+    res.track(child).unwrap();
+    assert_eq!(OwnerMarker::read(&dir).unwrap().processes[0].pid, pid);
+    assert!(
+        Resources::create(dir.clone()).is_err(),
+        "a name in use is refused"
+    );
+    drop(res);
+    assert!(!dir.exists());
+    assert!(ProcessId::of(pid).is_none(), "killed and reaped");
+}
