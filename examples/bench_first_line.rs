@@ -29,8 +29,6 @@ use ghrunner_vm::job::executor::{
 };
 use ghrunner_vm::job::lifecycle::{BoxError, JobExecutor as _};
 use ghrunner_vm::job::report::ReportOutcome;
-use ghrunner_vm::localsvc::WorkflowJob;
-use ghrunner_vm::localsvc::workflow::compile_workflow_job;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::vm::qemu::accel::AccelMode;
@@ -39,6 +37,7 @@ use ghrunner_vm::vm::{
     ExecOutcome, GuestCommand, GuestFile, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError,
     VmSpec,
 };
+use ghrunner_vm::workflow::{WorkflowJob, compile_workflow_job};
 use support::{machine, ms};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

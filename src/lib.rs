@@ -31,7 +31,9 @@
 //! - [`job`]: job message → plan → scripts, step runtime, commands, masking, reporting.
 //! - [`vm`]: the hypervisor seam and its QEMU backend.
 //! - [`image`]: runner image manifests and recipes.
-//! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo.
+//! - [`workflow`]: workflow YAML → parsed jobs → job messages (pure; no HTTP).
+//! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo (HTTP only; it
+//!   queues jobs [`workflow`] compiles).
 //! - [`exit`]: the process exit codes; [`errors`]: errors shown with their causes.
 //! - [`version`]: the official runner version advertised, and how it stays current.
 
@@ -50,3 +52,4 @@ pub mod metrics;
 pub mod protocol;
 pub mod version;
 pub mod vm;
+pub mod workflow;

@@ -15,12 +15,11 @@ use std::time::Duration;
 use ghrunner_vm::job::events::JobEvent;
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
 use ghrunner_vm::job::lifecycle::JobExecutor;
-use ghrunner_vm::localsvc::WorkflowJob;
-use ghrunner_vm::localsvc::workflow::compile_workflow_job;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::vm::NetworkPolicy;
 use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{Qemu, QemuConfig};
+use ghrunner_vm::workflow::{WorkflowJob, compile_workflow_job};
 use reports::CollectingReports;
 use tokio_util::sync::CancellationToken;
 

@@ -24,13 +24,12 @@ use std::time::{Duration, Instant};
 
 use fake::{TWO_STEPS as WORKFLOW, fake_image};
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
-use ghrunner_vm::localsvc::WorkflowJob;
 use ghrunner_vm::localsvc::protocol::{Delivery, ProtocolEvent, ProtocolState, protocol_state};
-use ghrunner_vm::localsvc::workflow::compile_workflow_job;
 use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
 use ghrunner_vm::vm::{
     ExecOutcome, GuestCommand, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError, VmSpec,
 };
+use ghrunner_vm::workflow::{WorkflowJob, compile_workflow_job};
 use listener_support::{Attached, attach};
 use reports::CollectingReports;
 use serde_json::Value;

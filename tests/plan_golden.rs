@@ -17,8 +17,8 @@ use ghrunner_vm::expr::{EvalContext, JobStatus, Object, Value};
 use ghrunner_vm::job::plan::{JobPlan, RunnerFacts, StepKind, github_runner_env, set_env};
 use ghrunner_vm::job::script::{ScriptRequest, render_step};
 use ghrunner_vm::job::template::TemplateEvaluator;
-use ghrunner_vm::localsvc::workflow::{CompileRequest, JobIds, compile_job};
 use ghrunner_vm::protocol::AgentJobRequestMessage;
+use ghrunner_vm::workflow::{CompileRequest, JobIds, compile_job};
 
 /// Environment variable that rewrites the golden files instead of comparing.
 const BLESS_VAR: &str = "GHRUNNER_VM_BLESS";

@@ -18,8 +18,9 @@ use super::register::RegisterArgs;
 use super::run::RunArgs;
 use crate::exit::ExitStatus;
 use crate::image::Image;
-use crate::localsvc::{DEFAULT_REGISTRATION_TOKEN, LocalService, LocalServiceConfig, WorkflowJob};
+use crate::localsvc::{DEFAULT_REGISTRATION_TOKEN, LocalService, LocalServiceConfig};
 use crate::vm::qemu::accel::PROBE_CACHE_FILE;
+use crate::workflow::WorkflowJob;
 
 /// The demo workflow (examples/hello.yml), embedded so an installed binary can run it.
 const HELLO: &str = include_str!("../../examples/hello.yml");

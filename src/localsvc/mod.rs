@@ -1,6 +1,7 @@
 //! An embedded, GHES-compatible GitHub Actions service on 127.0.0.1, following the real
 //! protocol shapes. Tests use it as the fake GitHub (with fault injection and a request
-//! recorder); the demo runs a real job through it.
+//! recorder); the demo runs a real job through it. It keeps only HTTP: workflows are compiled
+//! to job messages by [`crate::workflow`], and this service queues and serves them.
 //!
 //! URL layout (GHES style, so `--url {url}/owner/repo` works unchanged):
 //!
@@ -48,12 +49,13 @@ pub mod registration;
 pub mod reporting;
 mod sessions;
 pub mod state;
-pub mod workflow;
 
+/// The workflow compiler, now [`crate::workflow`]; this path is kept for existing callers.
+pub use crate::workflow;
+pub use crate::workflow::WorkflowJob;
 pub use faults::{Fault, FaultAction};
 pub use recorder::RecordedRequest;
 pub use state::{Shared, State};
-pub use workflow::WorkflowJob;
 
 /// Path of the legacy Actions service under the base URL (ends in `/`).
 pub const TENANT_PATH: &str = "_services/pipelines/";
@@ -253,12 +255,13 @@ impl LocalService {
         self.shared.clone()
     }
 
-    /// Compiles a workflow job for this service (see [`workflow::compile_workflow_job`]) and
-    /// queues it on the legacy path (a `PipelineAgentJobRequest` message).
+    /// Compiles a workflow job for this service (see
+    /// [`crate::workflow::compile_workflow_job`]) and queues it on the legacy path (a
+    /// `PipelineAgentJobRequest` message).
     pub fn queue_workflow_job(
         &self,
         workflow: &WorkflowJob<'_>,
-    ) -> Result<QueuedJob, workflow::WorkflowError> {
+    ) -> Result<QueuedJob, crate::workflow::WorkflowError> {
         self.queue(workflow, false)
     }
 
@@ -267,7 +270,7 @@ impl LocalService {
     pub fn queue_workflow_job_on_broker(
         &self,
         workflow: &WorkflowJob<'_>,
-    ) -> Result<QueuedJob, workflow::WorkflowError> {
+    ) -> Result<QueuedJob, crate::workflow::WorkflowError> {
         self.queue(workflow, true)
     }
 
@@ -275,16 +278,17 @@ impl LocalService {
         &self,
         workflow: &WorkflowJob<'_>,
         broker: bool,
-    ) -> Result<QueuedJob, workflow::WorkflowError> {
+    ) -> Result<QueuedJob, crate::workflow::WorkflowError> {
         let proto = protocol::protocol_state(&self.shared);
-        let compiled = workflow::compile_workflow_job(
+        let compiled = crate::workflow::compile_workflow_job(
             workflow,
             &self.url(),
             &self.tenant_url(),
             proto.next_run_id(),
         )?;
-        let message = serde_json::to_value(&compiled.message)
-            .map_err(|e| workflow::WorkflowError::in_file(workflow.file_name, e.to_string()))?;
+        let message = serde_json::to_value(&compiled.message).map_err(|e| {
+            crate::workflow::WorkflowError::in_file(workflow.file_name, e.to_string())
+        })?;
         let job_id = if broker {
             proto.enqueue_broker_job(message)
         } else {

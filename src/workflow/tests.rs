@@ -1,10 +1,15 @@
 use serde_json::json;
 
+use uuid::Uuid;
+
 use super::*;
 use crate::expr::{EvalContext, Object, Value};
 use crate::job::plan::{JobPlan, RunnerFacts, StepKind};
 use crate::job::script::{ScriptRequest, render_step};
 use crate::job::template::TemplateEvaluator;
+use crate::protocol::job::AgentJobRequestMessage;
+use crate::protocol::step::ActionStep;
+use crate::protocol::template_token::{TemplateToken, TokenKind};
 
 const WORKFLOW: &str = r#"name: CI
 on: push

@@ -1,13 +1,29 @@
-//! One `run:` step of a workflow → an [`ActionStep`].
+//! One `run:` step of a workflow → an [`ActionStep`], with its condition normalised as the
+//! service does.
 
 use uuid::Uuid;
 
+use super::WorkflowError;
+use super::compile::token;
+use super::parse::{invalid, location, mapping_pairs};
+use super::scalar::{self, ScalarError};
 use super::yaml::Node;
-use super::{
-    STEP_KEYS, WorkflowError, invalid, location, mapping_pairs, normalize_condition, token,
-};
+use crate::expr::{Expr, Function};
 use crate::protocol::step::{ActionStep, StepReference};
 use crate::protocol::template_token::TemplateToken;
+
+/// Step keys this compiler understands.
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "if",
+    "run",
+    "shell",
+    "working-directory",
+    "env",
+    "continue-on-error",
+    "timeout-minutes",
+];
 
 /// Prefix of generated context names.
 const GENERATED_PREFIX: &str = "__";
@@ -129,4 +145,46 @@ fn context_name(node: &Node, file: &str, earlier: &[ActionStep]) -> Result<Strin
         .map(|i| format!("{base}_{i}"))
         .find(|n| !taken(n))
         .unwrap_or(base))
+}
+
+/// Normalises a step condition as the service does (§2): empty → `success()`; a condition that
+/// calls no status function → `success() && (<expr>)`.
+pub fn normalize_condition(condition: &str) -> Result<String, ScalarError> {
+    let trimmed = condition.trim();
+    let inner = match trimmed
+        .strip_prefix("${{")
+        .and_then(|r| r.strip_suffix("}}"))
+    {
+        Some(inner) if !inner.contains("${{") => inner.trim(),
+        _ => trimmed,
+    };
+    if inner.is_empty() {
+        return Ok("success()".into());
+    }
+    let expr = scalar::parse_expression(inner)?;
+    if calls_status_function(&expr) {
+        Ok(inner.to_owned())
+    } else {
+        Ok(format!("success() && ({inner})"))
+    }
+}
+
+fn calls_status_function(expr: &Expr) -> bool {
+    match expr {
+        Expr::Call { function, args } => {
+            matches!(
+                function,
+                Function::Success | Function::Failure | Function::Cancelled | Function::Always
+            ) || args.iter().any(calls_status_function)
+        }
+        Expr::Index { target, index } => {
+            calls_status_function(target) || calls_status_function(index)
+        }
+        Expr::Not(inner) => calls_status_function(inner),
+        Expr::And(items) | Expr::Or(items) => items.iter().any(calls_status_function),
+        Expr::Compare { left, right, .. } => {
+            calls_status_function(left) || calls_status_function(right)
+        }
+        Expr::Literal(_) | Expr::NamedValue(_) | Expr::Wildcard => false,
+    }
 }
