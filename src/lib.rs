@@ -41,6 +41,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod doctor;
 pub mod errors;
 pub mod exit;
 pub mod expr;

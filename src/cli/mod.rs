@@ -93,28 +93,6 @@ pub enum Command {
 }
 
 /// Sets up `tracing` on stderr in the chosen format.
-/// The runner-version policy of the runner directory `dir` (its `runner_version` and
-/// `runner_releases_url`, the environment overriding them); the latest release is cached in
-/// `dir`, which is created if needed.
-pub async fn version_policy(
-    dir: &std::path::Path,
-    settings: &crate::config::Settings,
-) -> anyhow::Result<crate::version::VersionPolicy> {
-    use anyhow::Context as _;
-    let config = crate::version::VersionConfig::from_settings(
-        settings.runner_version,
-        settings.runner_releases_url.as_deref(),
-        Some(dir),
-    )
-    .context(crate::version::VERSION_ENV)?;
-    crate::config::fs::create_private_dir(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    // One attempt, bounded: an unreachable endpoint delays start-up by at most the request
-    // timeout and falls back to the cache or the baseline.
-    let http = crate::client::HttpClient::with_retry(crate::client::http::RetryPolicy::NONE)?;
-    Ok(crate::version::VersionPolicy::resolve(config, Some(http)).await)
-}
-
 pub fn init_tracing(global: &GlobalArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&global.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -99,7 +99,7 @@ pub async fn run(args: RegisterArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         let blob = read_jitconfig(source)?;
         register_jit(&blob, &dir, args.replace)?;
     } else {
-        let versions = super::version_policy(&dir, &settings).await?;
+        let versions = crate::version::policy_for_dir(&dir, &settings).await?;
         register_with_token(&args, &dir, labels, &versions).await?;
     }
     if !images.is_empty() {

@@ -242,7 +242,7 @@ pub async fn run(args: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatu
         );
     }
     let settings = load_settings(&dir)?;
-    let versions = Arc::new(super::version_policy(&dir, &settings).await?);
+    let versions = Arc::new(crate::version::policy_for_dir(&dir, &settings).await?);
     let registrations = registrations
         .iter()
         .map(|reg_dir| {

@@ -62,34 +62,25 @@ async fn egress(
     let Some(user) = user else {
         return Ok(Egress::off(
             "the agent does not run as root",
-            EGRESS_NEEDS_ROOT,
+            crate::vm::egress::NEEDS_ROOT,
         ));
     };
     let policy = EgressPolicy::build(
         user.uid,
         &settings.network.allow,
         servers,
-        Path::new(RESOLV_CONF),
+        Path::new(crate::vm::egress::RESOLV_CONF),
     )
     .await
     .context("cannot build the egress policy (network.allow)")?;
-    match Egress::enforce(&policy, &user.name, Path::new(NFT)).await {
+    match Egress::enforce(&policy, &user.name, Path::new(crate::vm::egress::NFT)).await {
         Ok(egress) => Ok(egress),
         Err(e) => Ok(Egress::off(
             crate::errors::error_chain(&e),
-            EGRESS_NEEDS_NFT,
+            crate::vm::egress::NEEDS_NFT,
         )),
     }
 }
-
-/// The host's resolvers (DNS from the guest is allowed to them).
-pub const RESOLV_CONF: &str = "/etc/resolv.conf";
-/// The nftables program.
-pub const NFT: &str = "nft";
-/// What to do when the agent is not root.
-pub const EGRESS_NEEDS_ROOT: &str = "run `ghrunner-vm run` as root: it then runs QEMU and passt as      vm.run_as and installs the nftables rules that refuse private addresses";
-/// What to do when nftables cannot be used.
-pub const EGRESS_NEEDS_NFT: &str = "install nftables (`apt-get install nftables`) on a kernel      with nf_tables, then restart the runner";
 
 /// The settings of `dir` (`config.yaml`).
 pub fn load_settings(dir: &Path) -> anyhow::Result<Settings> {

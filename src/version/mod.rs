@@ -35,8 +35,10 @@ use serde::{Deserialize, Serialize};
 use crate::client::http::{HttpClient, UserAgent};
 
 mod release;
+mod setup;
 
 pub use release::{CachedRelease, RELEASE_CACHE_FILE, fetch_latest, read_cache};
+pub use setup::policy_for_dir;
 
 /// The newest official release whose changes to the wire, the job message, step semantics and
 /// the step environment have been reviewed (protocol-fixtures/RUNNER-VERSIONS.md).

@@ -34,6 +34,17 @@ use std::time::{Duration, Instant};
 
 pub use policy::{AllowEntry, AllowTarget, Allowed, DENIED, EgressPolicy, resolvers};
 
+/// The host's resolver configuration (its name servers are allowed on port 53).
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The nftables program.
+pub const NFT: &str = "nft";
+/// What to do when the agent is not root.
+pub const NEEDS_ROOT: &str = "run `ghrunner-vm run` as root: it then runs QEMU and passt as \
+     vm.run_as and installs the nftables rules that refuse private addresses";
+/// What to do when nftables cannot be used.
+pub const NEEDS_NFT: &str = "install nftables (`apt-get install nftables`) on a kernel with \
+     nf_tables, then restart the runner";
+
 /// Name of the nftables table (family `inet`).
 pub const TABLE: &str = "ghrunner_vm";
 
