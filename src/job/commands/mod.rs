@@ -594,7 +594,6 @@ fn workspace_relative(file: &str, workspace: Option<&str>) -> String {
 }
 
 #[cfg(test)]
-#[path = "commands_tests.rs"]
 mod tests;
 
 /// Output a step prints may not forge the runner's composite-action markers: `##[start-action`
