@@ -23,117 +23,40 @@
 //! killed when the next job starts.
 
 use crate::errors::ErrorChain;
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::image::{Image, ImageError};
-use crate::job::budget::{BudgetError, BudgetGrant, VmBudget};
+use crate::image::Image;
+use crate::job::budget::{BudgetGrant, VmBudget};
 use crate::job::events::JobEvent;
-use crate::job::hooks::{HOOK_TIMEOUT, HookError, HookFacts, HookKind, Hooks, run_hook};
+use crate::job::hooks::{HOOK_TIMEOUT, HookFacts, HookKind, Hooks, run_hook};
 use crate::job::lifecycle::{BoxError, ExecutorError, JobExecutor, JobOutcome};
-use crate::job::plan::{JobPlan, PlanError, RunnerFacts};
+use crate::job::plan::{JobPlan, RunnerFacts};
 use crate::job::report::{ReportOutcome, Reporter};
 use crate::job::runtime::{self, run_steps};
-use crate::job::stepexec::runner_error;
 use crate::metrics::Metrics;
-use crate::protocol::TaskResult;
 use crate::protocol::job::AgentJobRequestMessage;
 use crate::protocol::lifecycle::VariableValue;
 use crate::vm::{Hypervisor, NetworkPolicy, Vm, VmError, VmSpec};
 
+mod failure;
+mod image;
 mod setup;
 #[cfg(test)]
 mod tests;
 
+use failure::{SetUpError, cancelled_job, fail_job};
+pub use image::{ImageCatalog, ImageChoiceError, choose_image};
 pub use setup::{
     HostRuntime, RESULTS_ENDPOINT_VARIABLE, ReportSetupError, ServiceReports, report_target,
 };
-
-/// Images by label, as configured in `<dir>/config.yaml`.
-#[derive(Debug, Clone, Default)]
-pub struct ImageCatalog {
-    /// Image directory per label (`images:`).
-    pub images: BTreeMap<String, PathBuf>,
-    /// Label used when the runner's labels name no image (`default_image:`).
-    pub default_image: Option<String>,
-    /// The settings file, named in error messages.
-    pub config_path: PathBuf,
-}
-
-/// Why no image could be chosen for a runner.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ImageChoiceError {
-    /// None of the runner's labels names an image and there is no default.
-    #[error(
-        "no VM image for this runner: none of its labels ({labels}) is a key of `images:` in {} \
-         and `default_image:` is not set; add `images: {{LABEL: IMAGE_DIR}}` for one of the \
-         labels (or re-register with `--image LABEL=IMAGE_DIR`), or set `default_image:`",
-        config.display()
-    )]
-    NoImage {
-        /// The runner's labels, comma separated.
-        labels: String,
-        /// The settings file.
-        config: PathBuf,
-    },
-    /// Several of the runner's labels name images and there is no default to break the tie.
-    #[error(
-        "the runner's labels name several VM images ({matches}) in {}; keep one image label \
-         per registration or set `default_image:`",
-        config.display()
-    )]
-    Ambiguous {
-        /// The matching labels, comma separated.
-        matches: String,
-        /// The settings file.
-        config: PathBuf,
-    },
-}
-
-/// Picks the image of a registration: its labels ∩ the catalog must give exactly one label
-/// (labels compare case-insensitively, as GitHub's do), else the default image.
-pub fn choose_image<'a>(
-    labels: &[String],
-    catalog: &'a ImageCatalog,
-) -> Result<(&'a str, &'a Path), ImageChoiceError> {
-    let matches: Vec<(&String, &PathBuf)> = catalog
-        .images
-        .iter()
-        .filter(|(label, _)| labels.iter().any(|l| l.eq_ignore_ascii_case(label)))
-        .collect();
-    if let [(label, dir)] = matches.as_slice() {
-        return Ok((label.as_str(), dir.as_path()));
-    }
-    if let Some((label, dir)) = catalog
-        .default_image
-        .as_ref()
-        .and_then(|d| catalog.images.get_key_value(d))
-    {
-        return Ok((label.as_str(), dir.as_path()));
-    }
-    let config = catalog.config_path.clone();
-    if matches.is_empty() {
-        Err(ImageChoiceError::NoImage {
-            labels: labels.join(", "),
-            config,
-        })
-    } else {
-        let names: Vec<&str> = matches.iter().map(|(l, _)| l.as_str()).collect();
-        Err(ImageChoiceError::Ambiguous {
-            matches: names.join(", "),
-            config,
-        })
-    }
-}
 
 /// What every job's VM gets (`vm:` in `config.yaml`).
 #[derive(Debug, Clone)]
@@ -201,28 +124,6 @@ pub trait ReportFactory: Send + Sync + 'static {
         message: &AgentJobRequestMessage,
         runner_name: &str,
     ) -> Result<JobReport, BoxError>;
-}
-
-/// Why a job failed before its steps ran (shown in the job log).
-#[derive(Debug, thiserror::Error)]
-enum SetUpError {
-    #[error(transparent)]
-    Choice(#[from] ImageChoiceError),
-    #[error("the VM image {label:?} ({}) is not usable", dir.display())]
-    Image {
-        label: String,
-        dir: PathBuf,
-        #[source]
-        source: ImageError,
-    },
-    #[error(transparent)]
-    Budget(#[from] BudgetError),
-    #[error("the job cannot run in a VM")]
-    Plan(#[source] PlanError),
-    #[error("the VM failed to boot")]
-    Boot(#[source] VmError),
-    #[error("the job_started hook failed")]
-    Hook(#[source] HookError),
 }
 
 /// A VM launched for a job that is still being acquired ([`JobExecutor::prepare`]).
@@ -634,95 +535,5 @@ pub fn hook_facts(message: &AgentJobRequestMessage, runner_name: &str) -> HookFa
         workflow: github("workflow"),
         runner_name: runner_name.to_owned(),
         result: None,
-    }
-}
-
-/// Ends a job that failed before or instead of its steps: a job-level error line and
-/// annotation, then `JobCompleted(failed)`.
-async fn fail_job(
-    events: &mpsc::Sender<JobEvent>,
-    error: impl Into<SetUpFailure>,
-) -> runtime::JobOutcome {
-    let SetUpFailure(message) = error.into();
-    tracing::warn!(reason = %message, "job failed before its steps ran");
-    end_job(events, TaskResult::Failed, message).await
-}
-
-async fn cancelled_job(events: &mpsc::Sender<JobEvent>, during: &str) -> runtime::JobOutcome {
-    let message = format!("The job was cancelled while {during}.");
-    let now = Utc::now();
-    let _ = events.send(JobEvent::JobStarted { at: now }).await;
-    let _ = events
-        .send(JobEvent::Log {
-            step_id: None,
-            line: message,
-        })
-        .await;
-    let _ = events
-        .send(JobEvent::JobCompleted {
-            result: TaskResult::Canceled,
-            outputs: Vec::new(),
-            at: Utc::now(),
-        })
-        .await;
-    empty_outcome(TaskResult::Canceled, Vec::new())
-}
-
-async fn end_job(
-    events: &mpsc::Sender<JobEvent>,
-    result: TaskResult,
-    message: String,
-) -> runtime::JobOutcome {
-    let annotation = runner_error(message);
-    let _ = events.send(JobEvent::JobStarted { at: Utc::now() }).await;
-    for line in crate::job::commands::annotation_log_line(&annotation).lines() {
-        let line = line.to_owned();
-        let _ = events
-            .send(JobEvent::Log {
-                step_id: None,
-                line,
-            })
-            .await;
-    }
-    let _ = events
-        .send(JobEvent::Annotation {
-            step_id: None,
-            annotation: annotation.clone(),
-        })
-        .await;
-    let _ = events
-        .send(JobEvent::JobCompleted {
-            result,
-            outputs: Vec::new(),
-            at: Utc::now(),
-        })
-        .await;
-    empty_outcome(result, vec![annotation])
-}
-
-fn empty_outcome(
-    result: TaskResult,
-    annotations: Vec<crate::job::events::Annotation>,
-) -> runtime::JobOutcome {
-    runtime::JobOutcome {
-        result,
-        outputs: Vec::new(),
-        steps: Vec::new(),
-        annotations,
-    }
-}
-
-/// A set-up failure rendered for the job log (the error and its causes, as one message).
-struct SetUpFailure(String);
-
-impl From<SetUpError> for SetUpFailure {
-    fn from(err: SetUpError) -> Self {
-        SetUpFailure(ErrorChain(&err).to_string())
-    }
-}
-
-impl From<&str> for SetUpFailure {
-    fn from(text: &str) -> Self {
-        SetUpFailure(text.to_owned())
     }
 }

@@ -1,3 +1,6 @@
+use std::path::Path;
+
+use super::failure::SetUpFailure;
 use super::*;
 
 fn catalog(images: &[(&str, &str)], default_image: Option<&str>) -> ImageCatalog {

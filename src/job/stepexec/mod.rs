@@ -20,26 +20,30 @@
 //! Everything here is driven by the guest, so it is bounded: output is processed on blocking
 //! threads (masking and command parsing never hold up the async workers that serve other
 //! registrations' listeners and heartbeats), in batches of the chunks that arrived meanwhile;
-//! a file-command file larger than [`filecmd::FILE_COMMAND_MAX_BYTES`] is not read but fails
+//! a file-command file larger than [`super::filecmd::FILE_COMMAND_MAX_BYTES`] is not read but fails
 //! the step; a step keeps at most [`MAX_ANNOTATIONS_PER_TYPE`] annotations of each type (the
 //! official limit; every one is still logged); and the outputs, environment and state one step
 //! may hand back total at most [`STEP_DATA_MAX_BYTES`].
 
 use crate::errors::error_chain;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::job::commands::{CommandConfig, CommandEffect, CommandProcessor, annotation_log_line};
+use crate::job::commands::CommandConfig;
 use crate::job::events::{Annotation, AnnotationLevel, JobEvent};
-use crate::job::filecmd::{self, FileCommand, StepSummary};
-use crate::job::lines::LineAssembler;
+use crate::job::filecmd::FileCommand;
 use crate::job::mask::SecretMasker;
 use crate::protocol::TaskResult;
-use crate::vm::{GuestCommand, GuestFile, GuestRead, OutputChunk, Vm};
+use crate::vm::{GuestCommand, GuestFile, OutputChunk, Vm};
+
+mod files;
+mod state;
+
+use files::process_file_commands;
+use state::StepState;
 
 /// Output chunks buffered between the VM backend and the line assembler.
 const OUTPUT_CHANNEL_CAPACITY: usize = 256;
@@ -80,8 +84,10 @@ pub fn file_command_paths(dir: &str) -> Vec<(FileCommand, String)> {
 }
 
 /// Annotations of one type (error, warning, notice) a step keeps as annotations; the rest are
-/// only logged (the official runner's `_maxCountPerIssueType`, `ExecutionContext.cs`).
-pub const MAX_ANNOTATIONS_PER_TYPE: usize = 10;
+/// only logged (the official runner's `_maxCountPerIssueType`, `ExecutionContext.cs`). The same
+/// limit as the issues a timeline record keeps, so its home is
+/// [`MAX_ISSUES_PER_TYPE`](crate::job::report::record::MAX_ISSUES_PER_TYPE).
+pub use crate::job::report::record::MAX_ISSUES_PER_TYPE as MAX_ANNOTATIONS_PER_TYPE;
 
 /// Most bytes of outputs, environment, state and PATH entries one step may hand back (file
 /// commands and workflow commands together).
@@ -117,195 +123,6 @@ impl StepExecOutcome {
 
     fn fail(&mut self) {
         self.result = Some(self.task_result().merge(TaskResult::Failed));
-    }
-}
-
-/// The synchronous side of a step: line assembly, workflow commands, masking and the outcome.
-/// Its methods queue the [`JobEvent`]s to send in `out`; they never block on I/O, so a batch of
-/// output runs on a blocking thread.
-struct StepState {
-    step_id: Uuid,
-    step_debug: bool,
-    masker: SecretMasker,
-    outcome: StepExecOutcome,
-    processor: CommandProcessor,
-    stdout: LineAssembler,
-    stderr: LineAssembler,
-    /// Positions in `outcome.outputs`, `.env`, `.state` by name (updates in O(1)).
-    index: [HashMap<String, usize>; 3],
-    /// Bytes of outputs, environment, state and PATH entries handed back so far.
-    data_bytes: usize,
-    data_overflowed: bool,
-}
-
-/// Which list of the outcome a name-value pair goes to.
-#[derive(Clone, Copy)]
-enum Data {
-    Output = 0,
-    Env = 1,
-    State = 2,
-}
-
-impl StepState {
-    fn new(step: &StepExec, masker: SecretMasker) -> Self {
-        StepState {
-            step_id: step.step_id,
-            step_debug: step.commands.step_debug,
-            masker,
-            outcome: StepExecOutcome::default(),
-            processor: CommandProcessor::new(step.commands.clone()),
-            stdout: LineAssembler::new(),
-            stderr: LineAssembler::new(),
-            index: Default::default(),
-            data_bytes: 0,
-            data_overflowed: false,
-        }
-    }
-
-    fn log(&self, line: &str, out: &mut Vec<JobEvent>) {
-        out.push(JobEvent::Log {
-            step_id: Some(self.step_id),
-            line: self.masker.mask(line),
-        });
-    }
-
-    fn annotate(&mut self, annotation: Annotation, out: &mut Vec<JobEvent>) {
-        let masked = Annotation {
-            message: self.masker.mask(&annotation.message),
-            title: annotation.title.map(|t| self.masker.mask(&t)),
-            file: annotation.file.map(|f| self.masker.mask(&f)),
-            ..annotation
-        }
-        .truncated();
-        self.log(&annotation_log_line(&masked), out);
-        let count = &mut self.outcome.annotation_counts[level_index(masked.level)];
-        *count += 1;
-        // Every annotation goes to the reporter (it counts them and keeps the official number);
-        // the outcome keeps only as many as the official runner would.
-        out.push(JobEvent::Annotation {
-            step_id: Some(self.step_id),
-            annotation: masked.clone(),
-        });
-        if *count <= MAX_ANNOTATIONS_PER_TYPE as u64 {
-            self.outcome.annotations.push(masked);
-        }
-    }
-
-    fn error(&mut self, message: String, out: &mut Vec<JobEvent>) {
-        self.annotate(runner_error(message), out);
-    }
-
-    /// Counts `bytes` of data handed back; false (and the step failed once, with the limit
-    /// named) when the step exceeds [`STEP_DATA_MAX_BYTES`].
-    fn take_data(&mut self, bytes: usize, out: &mut Vec<JobEvent>) -> bool {
-        if self.data_overflowed {
-            return false;
-        }
-        self.data_bytes += bytes;
-        if self.data_bytes <= STEP_DATA_MAX_BYTES {
-            return true;
-        }
-        self.data_overflowed = true;
-        self.error(
-            format!(
-                "The step handed back more than {} MiB of outputs, environment variables, state \
-                 and PATH entries (ghrunner-vm's limit per step); the rest is ignored.",
-                STEP_DATA_MAX_BYTES >> 20
-            ),
-            out,
-        );
-        self.outcome.fail();
-        false
-    }
-
-    fn set(&mut self, list: Data, name: String, value: String, out: &mut Vec<JobEvent>) {
-        if !self.take_data(name.len() + value.len(), out) {
-            return;
-        }
-        let entries = match list {
-            Data::Output => &mut self.outcome.outputs,
-            Data::Env => &mut self.outcome.env,
-            Data::State => &mut self.outcome.state,
-        };
-        let index = &mut self.index[list as usize];
-        match index.get(&name) {
-            Some(&at) => entries[at].1 = value,
-            None => {
-                index.insert(name.clone(), entries.len());
-                entries.push((name, value));
-            }
-        }
-    }
-
-    fn add_path(&mut self, entry: String, out: &mut Vec<JobEvent>) {
-        if self.take_data(entry.len() + 1, out) {
-            self.outcome.path.push(entry);
-        }
-    }
-
-    fn set_env(&mut self, name: String, value: String, out: &mut Vec<JobEvent>) {
-        if value.len() > filecmd::MAX_ENV_VALUE_BYTES {
-            self.error(filecmd::env_value_too_long_message(&name, value.len()), out);
-            self.outcome.fail();
-            return;
-        }
-        self.set(Data::Env, name, value, out);
-    }
-
-    fn apply(&mut self, effects: Vec<CommandEffect>, out: &mut Vec<JobEvent>) {
-        for effect in effects {
-            match effect {
-                CommandEffect::Log(line) => self.log(&line, out),
-                CommandEffect::AddMask(value) => self.masker.add_value(&value),
-                CommandEffect::SetOutput { name, value } => {
-                    self.set(Data::Output, name, value, out)
-                }
-                CommandEffect::SaveState { name, value } => self.set(Data::State, name, value, out),
-                CommandEffect::SetEnv { name, value } => self.set_env(name, value, out),
-                CommandEffect::AddPath(entry) => self.add_path(entry, out),
-                CommandEffect::Annotation(annotation) => self.annotate(annotation, out),
-                CommandEffect::Debug(text) => {
-                    if self.step_debug {
-                        for line in text.split('\n') {
-                            self.log(&format!("##[debug]{}", line.trim_end_matches('\r')), out);
-                        }
-                    }
-                }
-                CommandEffect::Fail => self.outcome.fail(),
-            }
-        }
-    }
-
-    /// Assembles a chunk into lines and processes them.
-    fn on_chunk(&mut self, chunk: OutputChunk, out: &mut Vec<JobEvent>) {
-        let (assembler, bytes) = match &chunk {
-            OutputChunk::Stdout(b) => (&mut self.stdout, b),
-            OutputChunk::Stderr(b) => (&mut self.stderr, b),
-        };
-        let lines = assembler.push(bytes, &self.masker);
-        for line in lines {
-            let effects = self.processor.process_line(&line);
-            self.apply(effects, out);
-        }
-    }
-
-    /// Processes the unterminated last lines.
-    fn end_of_output(&mut self, out: &mut Vec<JobEvent>) {
-        for line in [self.stdout.finish(), self.stderr.finish()]
-            .into_iter()
-            .flatten()
-        {
-            let effects = self.processor.process_line(&line);
-            self.apply(effects, out);
-        }
-    }
-}
-
-fn level_index(level: AnnotationLevel) -> usize {
-    match level {
-        AnnotationLevel::Error => 0,
-        AnnotationLevel::Warning => 1,
-        AnnotationLevel::Notice => 2,
     }
 }
 
@@ -500,110 +317,4 @@ async fn run_command<V: Vm>(
         (Ok(outcome), None) => Ended::Exited(outcome.exit_code),
     };
     (ended, state)
-}
-
-/// Reads and applies the step's file commands (always, whatever the exit code). Each file is
-/// sized in the guest first: one larger than [`filecmd::FILE_COMMAND_MAX_BYTES`] is not read.
-async fn process_file_commands<V: Vm>(
-    vm: &V,
-    step: &StepExec,
-    state: &mut StepState,
-    out: &mut Vec<JobEvent>,
-) {
-    let files: Vec<&(FileCommand, String)> = step
-        .files
-        .iter()
-        .filter(|(kind, _)| kind.is_read_back())
-        .collect();
-    let paths: Vec<String> = files.iter().map(|(_, path)| path.clone()).collect();
-    let contents = vm
-        .read_files(paths, filecmd::FILE_COMMAND_MAX_BYTES)
-        .await
-        .unwrap_or_else(|err| {
-            tracing::debug!(error = %err, "file command files not readable; skipped");
-            vec![GuestRead::Missing; files.len()]
-        });
-    for ((kind, path), read) in files.into_iter().zip(contents) {
-        let result = match read {
-            // A file the step deleted is skipped, as the official runner does.
-            GuestRead::Missing => {
-                tracing::debug!(file = %path, "file command file not readable; skipped");
-                continue;
-            }
-            GuestRead::TooLarge { size } => Err(filecmd::too_large(*kind, size)),
-            GuestRead::Contents(bytes) => apply_file_command(*kind, &bytes, state, out),
-        };
-        match result {
-            Ok(()) => {}
-            // The step summary's official rule: an error, no upload, the step goes on.
-            Err(filecmd::FileCommandFailure::Report(message)) => state.error(message, out),
-            Err(filecmd::FileCommandFailure::FailStep(message)) => {
-                state.error(
-                    format!(
-                        "Unable to process file command '{}' successfully.",
-                        kind.context_name()
-                    ),
-                    out,
-                );
-                state.error(message, out);
-                state.outcome.fail();
-            }
-        }
-    }
-}
-
-fn apply_file_command(
-    kind: FileCommand,
-    bytes: &[u8],
-    state: &mut StepState,
-    out: &mut Vec<JobEvent>,
-) -> Result<(), filecmd::FileCommandFailure> {
-    let pairs = || {
-        filecmd::parse_key_values(bytes)
-            .map_err(|e| filecmd::FileCommandFailure::FailStep(e.to_string()))
-    };
-    match kind {
-        FileCommand::Path => {
-            for entry in filecmd::parse_path_lines(bytes) {
-                state.add_path(entry, out);
-            }
-        }
-        FileCommand::Env => {
-            for (name, value) in pairs()? {
-                if filecmd::is_blocked_env(&name) {
-                    state.error(filecmd::blocked_env_message(&name), out);
-                } else {
-                    state.set_env(name, value, out);
-                }
-            }
-        }
-        FileCommand::Output => {
-            for (name, value) in pairs()? {
-                state.set(Data::Output, name, value, out);
-            }
-        }
-        FileCommand::State => {
-            for (name, value) in pairs()? {
-                state.set(Data::State, name, value, out);
-            }
-        }
-        FileCommand::Artifacts | FileCommand::ArtifactsList => {}
-        FileCommand::StepSummary => match filecmd::parse_step_summary(bytes) {
-            StepSummary::Empty => {}
-            StepSummary::TooLarge(message) => {
-                return Err(filecmd::FileCommandFailure::Report(message));
-            }
-            StepSummary::Markdown(markdown) => {
-                let masked: Vec<String> = markdown
-                    .split('\n')
-                    .map(|line| state.masker.mask(line))
-                    .collect();
-                out.push(JobEvent::StepSummary {
-                    step_id: state.step_id,
-                    markdown: masked.join("\n"),
-                });
-            }
-        },
-    }
-    Ok(())
 }

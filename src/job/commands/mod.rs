@@ -21,6 +21,15 @@
 
 use crate::job::events::{Annotation, AnnotationLevel};
 
+mod annotation;
+mod parse;
+
+pub use annotation::annotation_log_line;
+use annotation::build_annotation;
+pub use parse::{
+    WorkflowCommand, parse_legacy, parse_v2, unescape_data, unescape_legacy, unescape_property,
+};
+
 /// Commands the runner knows (besides the active stop token); other names are plain text.
 const REGISTERED: &[&str] = &[
     "stop-commands",
@@ -60,130 +69,6 @@ const WEAK_STOP_TOKEN_MESSAGE: &str = "You cannot use a endToken that is an empt
      or opt into insecure command execution by setting the \
      `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` environment variable to `true`.";
 
-/// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkflowCommand {
-    /// The name as written (compare case-insensitively).
-    pub name: String,
-    /// Properties in order; keys compare case-insensitively, a later key wins.
-    pub properties: Vec<(String, String)>,
-    /// The data after the command, unescaped.
-    pub data: String,
-}
-
-impl WorkflowCommand {
-    /// The value of a property (case-insensitive key; the last one wins).
-    pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses a v2 command: after leading whitespace the line starts with `::`. `is_registered`
-/// decides which names are commands.
-pub fn parse_v2(line: &str, is_registered: impl Fn(&str) -> bool) -> Option<WorkflowCommand> {
-    let body = line.trim_start().strip_prefix("::")?;
-    let end = body.find("::")?;
-    let info = &body[..end];
-    let (name, props) = match info.find(' ') {
-        Some(space) => (&info[..space], Some(&info[space + 1..])),
-        None => (info, None),
-    };
-    if name.is_empty() || !is_registered(name) {
-        return None;
-    }
-    let properties = props
-        .map(|p| split_properties(p.trim(), ',', unescape_property))
-        .unwrap_or_default();
-    Some(WorkflowCommand {
-        name: name.to_owned(),
-        properties,
-        data: unescape_data(&body[end + 2..]),
-    })
-}
-
-/// Parses a legacy command: `##[name k=v;k2=v2]data` anywhere in the line.
-pub fn parse_legacy(line: &str, is_registered: impl Fn(&str) -> bool) -> Option<WorkflowCommand> {
-    let start = line.find("##[")? + 3;
-    let close = start + line[start..].find(']')?;
-    let info = &line[start..close];
-    let (name, props) = match info.find(' ') {
-        Some(space) => (&info[..space], Some(&info[space + 1..])),
-        None => (info, None),
-    };
-    if name.is_empty() || !is_registered(name) {
-        return None;
-    }
-    let properties = props
-        .map(|p| split_properties(p, ';', unescape_legacy))
-        .unwrap_or_default();
-    Some(WorkflowCommand {
-        name: name.to_owned(),
-        properties,
-        data: unescape_legacy(&line[close + 1..]),
-    })
-}
-
-/// Splits `k=v<sep>k2=v2`; pairs without a key or a value are dropped.
-fn split_properties(
-    text: &str,
-    separator: char,
-    unescape: fn(&str) -> String,
-) -> Vec<(String, String)> {
-    text.split(separator)
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            (!key.is_empty() && !value.is_empty()).then(|| (key.to_owned(), unescape(value)))
-        })
-        .collect()
-}
-
-fn replace_all(text: &str, mappings: &[(&str, &str)]) -> String {
-    let mut out = text.to_owned();
-    for (escaped, plain) in mappings {
-        if out.contains(escaped) {
-            out = out.replace(escaped, plain);
-        }
-    }
-    out
-}
-
-/// Unescapes command data: `%0D`, `%0A`, `%25` (in that order, case-sensitive).
-pub fn unescape_data(text: &str) -> String {
-    replace_all(text, &[("%0D", "\r"), ("%0A", "\n"), ("%25", "%")])
-}
-
-/// Unescapes a v2 property value: `%0D`, `%0A`, `%3A`, `%2C`, `%25`.
-pub fn unescape_property(text: &str) -> String {
-    replace_all(
-        text,
-        &[
-            ("%0D", "\r"),
-            ("%0A", "\n"),
-            ("%3A", ":"),
-            ("%2C", ","),
-            ("%25", "%"),
-        ],
-    )
-}
-
-/// Unescapes legacy data and property values: `%3B`, `%0D`, `%0A`, `%5D`, `%25`.
-pub fn unescape_legacy(text: &str) -> String {
-    replace_all(
-        text,
-        &[
-            ("%3B", ";"),
-            ("%0D", "\r"),
-            ("%0A", "\n"),
-            ("%5D", "]"),
-            ("%25", "%"),
-        ],
-    )
-}
-
 /// What a line asks for, in the order to apply it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandEffect {
@@ -220,16 +105,6 @@ pub enum CommandEffect {
     Debug(String),
     /// The step fails (its command result becomes Failed).
     Fail,
-}
-
-/// The log line the official runner writes for an annotation: `##[error]message`.
-pub fn annotation_log_line(annotation: &Annotation) -> String {
-    let tag = match annotation.level {
-        AnnotationLevel::Error => "error",
-        AnnotationLevel::Warning => "warning",
-        AnnotationLevel::Notice => "notice",
-    };
-    format!("##[{tag}]{}", annotation.message)
 }
 
 /// Settings of a step's command processing.
@@ -486,117 +361,6 @@ fn warning(message: String) -> CommandEffect {
     runner_annotation(AnnotationLevel::Warning, message)
 }
 
-/// Builds an annotation from `::error|warning|notice` and applies the official line/column
-/// normalisation, noting each correction as debug text.
-fn build_annotation(
-    name: &str,
-    command: &WorkflowCommand,
-    config: &CommandConfig,
-    out: &mut Vec<CommandEffect>,
-) -> Annotation {
-    let level = match name {
-        "error" => AnnotationLevel::Error,
-        "warning" => AnnotationLevel::Warning,
-        _ => AnnotationLevel::Notice,
-    };
-    let number = |key: &str| {
-        command
-            .property(key)
-            .and_then(|v| v.trim().parse::<u32>().ok())
-    };
-    let mut pos = Positions {
-        line: number("line"),
-        end_line: number("endLine"),
-        col: number("col"),
-        end_col: number("endColumn"),
-    };
-    for note in pos.normalise() {
-        out.push(CommandEffect::Debug(format!(
-            "Invalid {name} command value. {note}"
-        )));
-    }
-    let file = command
-        .property("file")
-        .filter(|f| !f.is_empty())
-        .map(|f| workspace_relative(f, config.workspace.as_deref()));
-    Annotation {
-        level,
-        message: command.data.clone(),
-        title: command.property("title").map(str::to_owned),
-        file,
-        line: pos.line,
-        end_line: pos.end_line,
-        col: pos.col,
-        end_col: pos.end_col,
-    }
-}
-
-/// Line and column properties of an annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Positions {
-    line: Option<u32>,
-    end_line: Option<u32>,
-    col: Option<u32>,
-    end_col: Option<u32>,
-}
-
-impl Positions {
-    /// The official `ValidateLinesAndColumns` rules; returns a note per correction.
-    fn normalise(&mut self) -> Vec<&'static str> {
-        let mut notes = Vec::new();
-        let had_column = self.col.is_some() || self.end_col.is_some();
-        if self.end_line.is_some() && self.line.is_none() {
-            notes.push("'endLine' can only be set if 'line' is provided");
-            self.line = self.end_line;
-        }
-        if self.end_col.is_some() && self.col.is_none() {
-            notes.push("'endColumn' can only be set if 'col' is provided");
-            self.col = self.end_col;
-        }
-        if self.line.is_none() && had_column {
-            notes.push("'col' and 'endColumn' can only be set if 'line' value is provided.");
-            (self.col, self.end_col) = (None, None);
-        }
-        if self.end_line.is_some() && self.line != self.end_line && had_column {
-            notes.push(
-                "'col' and 'endColumn' cannot be set if 'line' and 'endLine' are different values.",
-            );
-            (self.col, self.end_col) = (None, None);
-        }
-        if let (Some(line), Some(end)) = (self.line, self.end_line) {
-            if end < line {
-                notes.push("'endLine' cannot be less than 'line'.");
-                (self.line, self.end_line) = (None, None);
-            }
-        }
-        if let (Some(col), Some(end)) = (self.col, self.end_col) {
-            if end < col {
-                notes.push("'endColumn' cannot be less than 'col'.");
-                (self.col, self.end_col) = (None, None);
-            }
-        }
-        notes
-    }
-}
-
-/// `file` relative to the workspace with `/` separators, if it lies inside it.
-fn workspace_relative(file: &str, workspace: Option<&str>) -> String {
-    let Some(workspace) = workspace.map(|w| w.trim_end_matches('/')) else {
-        return file.to_owned();
-    };
-    match file
-        .strip_prefix(workspace)
-        .and_then(|r| r.strip_prefix('/'))
-    {
-        Some(relative) if !relative.is_empty() && !workspace.is_empty() => relative.to_owned(),
-        _ => file.to_owned(),
-    }
-}
-
-#[cfg(test)]
-#[path = "commands_tests.rs"]
-mod tests;
-
 /// Output a step prints may not forge the runner's composite-action markers: `##[start-action`
 /// and `##[end-action` become `##[\start-action` and `##[\end-action` in every line that is not a
 /// command (actions/runner #4243/#4267, `src/Runner.Worker/Handlers/OutputManager.cs`).
@@ -608,3 +372,6 @@ pub fn escape_runner_markers(line: &str) -> String {
         line.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests;
