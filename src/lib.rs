@@ -25,8 +25,9 @@
 //! - [`config`]: the runner's settings and credential files on disk.
 //! - [`crypto`]: RSA keys, the client-assertion JWT, message decryption (pure).
 //! - [`protocol`]: wire types of GitHub's runner protocol (no I/O).
-//! - [`client`]: HTTP clients for registration, OAuth, sessions, messages and jobs.
-//! - [`listener`]: the long-poll state machine.
+//! - [`client`]: HTTP clients for registration, OAuth, sessions, messages and jobs, and the
+//!   retry/back-off policy the listener and the job lifecycle share.
+//! - [`listener`]: the long-poll state machine: sessions, dispatch, running jobs.
 //! - [`expr`]: the `${{ }}` expression language.
 //! - [`job`]: job message → plan → scripts, step runtime, commands, masking, reporting.
 //! - [`vm`]: the hypervisor seam and its QEMU backend.
@@ -36,6 +37,12 @@
 //!   queues jobs [`workflow`] compiles).
 //! - [`exit`]: the process exit codes; [`errors`]: errors shown with their causes.
 //! - [`version`]: the official runner version advertised, and how it stays current.
+//! - [`doctor`]: the host checks `ghrunner-vm doctor` prints (programs, KVM, confinement,
+//!   images, permissions).
+//!
+//! Dependency direction (checked by tests/architecture.rs): `protocol` and `client` know
+//! nothing of `job`, `listener`, `vm`, `cli`, `localsvc`; `job` nothing of `listener`, `cli`,
+//! `localsvc`; `vm` nothing of `job`; nothing imports `cli`.
 
 pub mod cli;
 pub mod client;
