@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use ghrunner_vm::config::Settings;
 use ghrunner_vm::localsvc::LocalService;
 use ghrunner_vm::localsvc::protocol::{ProtocolState, protocol_state};
 use ghrunner_vm::localsvc::reporting::store;
@@ -178,19 +177,7 @@ async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_servin
     let image = disk::with_blank_disk(&tiny, image_dir.path());
     let svc = cli::service(false).await;
     let root = tempfile::tempdir().unwrap();
-    let spec = format!("tiny={}", image.display());
-    cli::register(
-        root.path(),
-        &svc.repo_url("octo-org", "hello"),
-        "crashy",
-        &["--image", &spec],
-    )
-    .await
-    .expect("register");
-    let mut settings = Settings::load(root.path()).unwrap();
-    settings.vm.cpus = 1;
-    settings.vm.memory_mib = 512;
-    settings.save(root.path()).unwrap();
+    agent_proc::register_small(&svc, root.path(), "crashy", &image).await;
     let vms = root.path().join("vms");
     let proto = protocol_state(&svc.state());
 

@@ -35,19 +35,7 @@ impl Agent {
     /// starts `binary run`; its log goes to `<root>/agent.log`.
     pub async fn start(svc: &LocalService, binary: &Path, tiny: &Path) -> Agent {
         let root = tempfile::tempdir().unwrap();
-        let spec = format!("tiny={}", tiny.display());
-        cli::register(
-            root.path(),
-            &svc.repo_url("octo-org", "hello"),
-            "hostile",
-            &["--image", &spec],
-        )
-        .await
-        .expect("register");
-        let mut settings = Settings::load(root.path()).unwrap();
-        settings.vm.cpus = 1;
-        settings.vm.memory_mib = 512;
-        settings.save(root.path()).unwrap();
+        register_small(svc, root.path(), "hostile", tiny).await;
         let log = std::fs::File::create(root.path().join("agent.log")).unwrap();
         let child = spawn_run(binary, root.path(), log.into());
         let pid = child.id().unwrap();
@@ -82,6 +70,24 @@ impl Agent {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     }
+}
+
+/// Registers runner `name` of `svc` in `root` with `image` for the label `tiny`, its VMs made
+/// small (1 CPU, 512 MiB) for a loaded test machine.
+pub async fn register_small(svc: &LocalService, root: &Path, name: &str, image: &Path) {
+    let spec = format!("tiny={}", image.display());
+    cli::register(
+        root,
+        &svc.repo_url("octo-org", "hello"),
+        name,
+        &["--image", &spec],
+    )
+    .await
+    .expect("register");
+    let mut settings = Settings::load(root).unwrap();
+    settings.vm.cpus = 1;
+    settings.vm.memory_mib = 512;
+    settings.save(root).unwrap();
 }
 
 /// Starts `binary --dir root run` (TCG unless `GHRUNNER_VM_ACCEL` says otherwise, info logs to
