@@ -78,7 +78,7 @@ async fn register_status_remove_through_the_binary() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(svc.state().lock().agents.is_empty());
+    assert!(svc.agents().is_empty());
 }
 
 #[tokio::test]

@@ -417,7 +417,7 @@ async fn a_503_burst_and_a_revoked_token_are_survived() {
     let job_id = runner.proto.enqueue_legacy_job(job("after-503", 12));
     completed(&runner.proto, &job_id).await;
     let tokens_before = token_requests(&runner.svc);
-    runner.svc.state().lock().revoke_access_tokens();
+    runner.svc.revoke_access_tokens();
     let job_id = runner.proto.enqueue_legacy_job(job("after-401", 12));
     let body = completed(&runner.proto, &job_id).await.completion.unwrap();
     assert_eq!(body["result"], "succeeded");

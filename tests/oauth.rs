@@ -124,7 +124,7 @@ async fn deleted_registration_asks_to_register_again() {
         .unwrap();
     let key = RunnerKey::generate().unwrap();
     let creds = seed_agent(&svc, &key, false);
-    svc.state().lock().agents.clear();
+    svc.forget_agents();
     let tokens = TokenProvider::new(HttpClient::new().unwrap(), &creds, key).unwrap();
     let err = tokens.token().await.unwrap_err();
     assert!(err.is_registration_deleted(), "{err:?}");

@@ -177,7 +177,7 @@ async fn auto_advertises_the_newest_release(broker: bool) {
         .expect("register");
     let newest_text = newest.to_string();
     // Registration.
-    let registered = svc.state().lock().agents.values().next().cloned().unwrap();
+    let registered = svc.agents().into_iter().next().unwrap();
     assert_eq!(registered.version, newest_text);
     let cached: Value = serde_json::from_slice(
         &std::fs::read(root.path().join(RELEASE_CACHE_FILE)).expect("release cached"),

@@ -255,6 +255,21 @@ impl LocalService {
         self.shared.clone()
     }
 
+    /// The registered runners, by id order.
+    pub fn agents(&self) -> Vec<state::AgentRecord> {
+        self.shared.lock().agents.values().cloned().collect()
+    }
+
+    /// Forgets every registered runner (as if removed on the server's side).
+    pub fn forget_agents(&self) {
+        self.shared.lock().agents.clear();
+    }
+
+    /// Revokes every access token handed out so far (the next authorized call gets a 401).
+    pub fn revoke_access_tokens(&self) {
+        self.shared.lock().revoke_access_tokens();
+    }
+
     /// Compiles a workflow job for this service (see
     /// [`crate::workflow::compile_workflow_job`]) and queues it on the legacy path (a
     /// `PipelineAgentJobRequest` message).

@@ -91,7 +91,7 @@ async fn remove_flow(v2: bool) {
     register(dir.path(), &svc.org_url("octo"), "gone", &[])
         .await
         .unwrap();
-    assert_eq!(svc.state().lock().agents.len(), 1);
+    assert_eq!(svc.agents().len(), 1);
 
     let err = cli(dir.path(), &["remove", "--token", "WRONG", "--unattended"])
         .await
@@ -108,7 +108,7 @@ async fn remove_flow(v2: bool) {
     )
     .await
     .unwrap();
-    assert!(svc.state().lock().agents.is_empty());
+    assert!(svc.agents().is_empty());
     assert!(!reg_dir(dir.path(), "gone").join(".runner").exists());
     assert!(
         !reg_dir(dir.path(), "gone")
