@@ -291,17 +291,13 @@ pub(super) fn permission_checks(runner_dir: &Path) -> Vec<Check> {
         }
     };
     let mut checks = Vec::new();
-    let mode = meta.permissions().mode() & 0o777;
-    checks.push(if mode & 0o077 == 0 {
-        Check::new(name, Status::Ok, format!("mode {mode:o}"), None)
-    } else {
-        Check::new(
-            name,
-            Status::Warn,
-            format!("mode {mode:o}: others can look inside (VM work files, logs)"),
-            Some(format!("chmod 700 {}", runner_dir.display())),
-        )
-    });
+    checks.push(mode_check(
+        name,
+        &meta,
+        Status::Warn,
+        "others can look inside (VM work files, logs)",
+        format!("chmod 700 {}", runner_dir.display()),
+    ));
     let registrations =
         crate::config::runner::list_registration_dirs(runner_dir).unwrap_or_default();
     for reg_dir in registrations {
@@ -314,18 +310,30 @@ pub(super) fn permission_checks(runner_dir: &Path) -> Vec<Check> {
                 continue;
             };
             let name = format!("{reg}/{file}");
-            let mode = meta.permissions().mode() & 0o777;
-            checks.push(if mode & 0o077 == 0 {
-                Check::new(name, Status::Ok, format!("mode {mode:o}"), None)
-            } else {
-                Check::new(
-                    name,
-                    Status::Fail,
-                    format!("mode {mode:o}: credentials readable by others"),
-                    Some(format!("chmod 600 {}", path.display())),
-                )
-            });
+            checks.push(mode_check(
+                name,
+                &meta,
+                Status::Fail,
+                "credentials readable by others",
+                format!("chmod 600 {}", path.display()),
+            ));
         }
     }
     checks
+}
+
+/// Ok when only the owner may access the file of `meta`; else `status` with `problem` and `fix`.
+fn mode_check(
+    name: impl Into<String>,
+    meta: &std::fs::Metadata,
+    status: Status,
+    problem: &str,
+    fix: String,
+) -> Check {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        Check::new(name, Status::Ok, format!("mode {mode:o}"), None)
+    } else {
+        Check::new(name, status, format!("mode {mode:o}: {problem}"), Some(fix))
+    }
 }
