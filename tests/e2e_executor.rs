@@ -56,12 +56,12 @@ fn qemu_processes_of(dir: &Path) -> Vec<String> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_workflow_runs_in_a_real_vm_and_leaves_nothing_behind() {
+/// The production executor on QEMU (TCG: KVM hangs on hosts with broken nested
+/// virtualisation) with the tiny image for the label `tiny`, small VMs without a network, and
+/// its runner directory `runner_dir`; with the reports it collects.
+fn tiny_executor(runner_dir: &Path) -> (VmJobExecutor<Qemu, CollectingReports>, CollectingReports) {
     let image = image_support::tiny_image();
-    let runner_dir = tempfile::tempdir().expect("runner dir");
-    // TCG: KVM hangs on hosts with broken nested virtualisation (GHRUNNER_VM_ACCEL overrides).
-    let mut qemu_config = QemuConfig::new(runner_dir.path());
+    let mut qemu_config = QemuConfig::new(runner_dir);
     qemu_config.accel = AccelMode::Tcg;
     let qemu = Qemu::new(qemu_config).expect("qemu backend");
     let reports = CollectingReports::default();
@@ -71,7 +71,7 @@ async fn the_demo_workflow_runs_in_a_real_vm_and_leaves_nothing_behind() {
         catalog: ImageCatalog {
             images: [("tiny".to_owned(), image)].into(),
             default_image: None,
-            config_path: runner_dir.path().join("config.yaml"),
+            config_path: runner_dir.join("config.yaml"),
         },
         vm: VmDefaults {
             cpus: 1,
@@ -82,6 +82,13 @@ async fn the_demo_workflow_runs_in_a_real_vm_and_leaves_nothing_behind() {
         ..ExecutorConfig::default()
     };
     let executor = VmJobExecutor::new(Arc::new(qemu), reports.clone(), config);
+    (executor, reports)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_workflow_runs_in_a_real_vm_and_leaves_nothing_behind() {
+    let runner_dir = tempfile::tempdir().expect("runner dir");
+    let (executor, reports) = tiny_executor(runner_dir.path());
 
     let outcome = executor
         .execute(message(), CancellationToken::new())
@@ -151,29 +158,9 @@ async fn a_stopped_qemu_fails_the_job_and_the_vm_is_destroyed() {
         .with_env_filter("ghrunner_vm=debug")
         .with_test_writer()
         .try_init();
-    let image = image_support::tiny_image();
     let runner_dir = tempfile::tempdir().expect("runner dir");
-    let mut qemu_config = QemuConfig::new(runner_dir.path());
-    qemu_config.accel = AccelMode::Tcg;
-    let qemu = Qemu::new(qemu_config).expect("qemu backend");
-    let reports = CollectingReports::default();
-    let config = ExecutorConfig {
-        runner_name: "e2e-runner".into(),
-        labels: vec!["self-hosted".into(), "tiny".into()],
-        catalog: ImageCatalog {
-            images: [("tiny".to_owned(), image)].into(),
-            default_image: None,
-            config_path: runner_dir.path().join("config.yaml"),
-        },
-        vm: VmDefaults {
-            cpus: 1,
-            memory_mib: 256,
-            network: NetworkPolicy::None,
-            boot_timeout: Duration::from_secs(120),
-        },
-        ..ExecutorConfig::default()
-    };
-    let executor = Arc::new(VmJobExecutor::new(Arc::new(qemu), reports.clone(), config));
+    let (executor, reports) = tiny_executor(runner_dir.path());
+    let executor = Arc::new(executor);
     let workflow = WorkflowJob {
         yaml: "on: push\njobs:\n  hang:\n    runs-on: [self-hosted, tiny]\n    steps:\n      - run: echo started; sleep 600\n",
         file_name: ".github/workflows/hang.yml",
