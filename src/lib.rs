@@ -21,7 +21,10 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `ghrunner-vm` command line (clap), one file per subcommand.
+//! - [`cli`]: the `ghrunner-vm` command line (clap): one thin file per subcommand that parses
+//!   its flags, calls one library entry point and prints the result.
+//! - [`agent`]: what `run` does: a listener per registration, the executors (QEMU VMs, test
+//!   doubles), the VM runtime, signals, metrics.
 //! - [`config`]: the runner's settings and credential files on disk.
 //! - [`crypto`]: RSA keys, the client-assertion JWT, message decryption (pure).
 //! - [`protocol`]: wire types of GitHub's runner protocol (no I/O).
@@ -44,6 +47,7 @@
 //! nothing of `job`, `listener`, `vm`, `cli`, `localsvc`; `job` nothing of `listener`, `cli`,
 //! `localsvc`; `vm` nothing of `job`; nothing imports `cli`.
 
+pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;

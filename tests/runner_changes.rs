@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ghrunner_vm::cli::run::SleepExecutor;
+use ghrunner_vm::agent::SleepExecutor;
 use ghrunner_vm::client::HttpClient;
 use ghrunner_vm::client::http::RetryPolicy;
 use ghrunner_vm::exit::ExitStatus;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ghrunner_vm::cli::run::SleepExecutor;
+use ghrunner_vm::agent::SleepExecutor;
 use ghrunner_vm::client::HttpClient;
 use ghrunner_vm::client::http::RetryPolicy;
 use ghrunner_vm::config::Settings;

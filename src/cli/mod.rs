@@ -14,7 +14,6 @@ pub mod image;
 pub mod register;
 pub mod remove;
 pub mod run;
-pub mod run_vm;
 pub mod status;
 
 /// A self-hosted GitHub Actions runner that runs every job in a freshly cloned QEMU VM.

@@ -1,4 +1,4 @@
-//! The VM side of `ghrunner-vm run`: loads `<dir>/config.yaml`, creates the QEMU backend
+//! The VM side of the agent: loads `<dir>/config.yaml`, creates the QEMU backend
 //! (accelerator from the file, `GHRUNNER_VM_ACCEL` overrides), reaps VMs orphaned by a previous
 //! agent, and serves `--metrics-addr`. [`HostRuntime::executor`] then gives each registration its
 //! [`VmJobExecutor`], all sharing one VM budget and one set of metrics.
