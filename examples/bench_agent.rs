@@ -18,7 +18,7 @@
 //!     [--vm-image DIR] [--agent target/release/ghrunner-vm]
 //! ```
 
-#[path = "support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
@@ -35,7 +35,7 @@ use ghrunner_vm::localsvc::{
     DEFAULT_REGISTRATION_TOKEN, LocalService, LocalServiceConfig, WorkflowJob,
 };
 use serde_json::{Value, json};
-use support::{agent_binary, cpu_time, machine, ms, percentile, rss_mib};
+use support::bench::{agent_binary, cpu_time, machine, ms, percentile, rss_mib};
 use tokio::process::{Child, Command};
 
 /// Three `run:` steps with an env and an output: the planner, expression engine and reporter

@@ -13,10 +13,9 @@
 //! first output line: plan already done during boot, script upload, exec), and teardown (after
 //! the job, reported separately since it follows the first line).
 
-#[path = "../tests/support/disk.rs"]
-mod disk;
-#[path = "support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
+use support::disk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,7 +37,7 @@ use ghrunner_vm::vm::{
     VmSpec,
 };
 use ghrunner_vm::workflow::{WorkflowJob, compile_workflow_job};
-use support::{machine, ms};
+use support::bench::{machine, ms};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

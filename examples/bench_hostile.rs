@@ -10,14 +10,9 @@
 //! cargo build --release && cargo run --release --example bench_hostile -- <tiny image dir> [--runs 3] [--agent PATH]
 //! ```
 
-#[path = "../tests/support/agent_proc.rs"]
-mod agent_proc;
-#[path = "support/mod.rs"]
-mod bench_support;
-#[path = "../tests/support/cli.rs"]
-mod cli;
-#[path = "../tests/support/wait.rs"]
-mod wait;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::agent_proc;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,8 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let image = image.context(
         "usage: bench_hostile <tiny image dir> (build one with `ghrunner-vm image build tiny`)",
     )?;
-    let binary = bench_support::agent_binary(agent_path)?;
-    println!("bench_hostile: {}", bench_support::machine());
+    let binary = support::bench::agent_binary(agent_path)?;
+    println!("bench_hostile: {}", support::bench::machine());
     println!(
         "agent {}, image {}, accel {}",
         binary.display(),
@@ -87,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let max = *samples.iter().max().unwrap();
         let min = *samples.iter().min().unwrap();
-        let median = bench_support::percentile(&mut samples, 50.0);
+        let median = support::bench::percentile(&mut samples, 50.0);
         println!(
             "{name:<22} agent CPU per job: median {:.2} s, min {:.2} s, max {:.2} s over {runs} runs (target < {} s): {}",
             median.as_secs_f64(),

@@ -10,7 +10,7 @@
 //! the child's utime+stime from `/proc/<pid>/stat` over the window (after a 5 s warm-up).
 //! Prints CPU seconds, % of one core, and the number of polls the service saw.
 
-#[path = "support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -69,9 +69,9 @@ async fn main() {
             .filter(|r| r.path.contains("/messages"))
             .count()
     };
-    let (t0, p0, start) = (support::cpu_time(pid), polls(), Instant::now());
+    let (t0, p0, start) = (support::bench::cpu_time(pid), polls(), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (t1, p1, elapsed) = (support::cpu_time(pid), polls(), start.elapsed());
+    let (t1, p1, elapsed) = (support::bench::cpu_time(pid), polls(), start.elapsed());
     let cpu = (t1 - t0).as_secs_f64();
     println!(
         "idle run, polls answered empty at once: {:.2} s CPU in {:.1} s = {:.3} % of one core; {} polls",

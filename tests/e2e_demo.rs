@@ -4,8 +4,7 @@
 //! prints what the service received. Needs qemu-system-x86_64 and the tiny image's packages:
 //! fails naming them when missing.
 
-#[path = "support/image.rs"]
-mod image_support;
+mod support;
 
 use std::process::Command;
 
@@ -14,7 +13,7 @@ const DEMO_SECRET: &str = "demo-s3cr3t-value";
 
 #[test]
 fn demo_runs_the_hello_workflow_in_a_vm_through_the_protocol() {
-    let image = image_support::tiny_image();
+    let image = support::image::tiny_image();
     let work = tempfile::tempdir().expect("temp dir");
     let before = demo_dirs();
     let output = Command::new(env!("CARGO_BIN_EXE_ghrunner-vm"))

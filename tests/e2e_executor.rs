@@ -3,10 +3,8 @@
 //! steps over SSH → report events → outcome. Needs qemu-system-x86, qemu-utils, passt and what
 //! the tiny recipe needs (tests/install-deps.sh installs them); fails naming what is missing.
 
-#[path = "support/image.rs"]
-mod image_support;
-#[path = "support/reports.rs"]
-mod reports;
+mod support;
+use support::reports;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,7 +58,7 @@ fn qemu_processes_of(dir: &Path) -> Vec<String> {
 /// virtualisation) with the tiny image for the label `tiny`, small VMs without a network, and
 /// its runner directory `runner_dir`; with the reports it collects.
 fn tiny_executor(runner_dir: &Path) -> (VmJobExecutor<Qemu, CollectingReports>, CollectingReports) {
-    let image = image_support::tiny_image();
+    let image = support::image::tiny_image();
     let mut qemu_config = QemuConfig::new(runner_dir);
     qemu_config.accel = AccelMode::Tcg;
     let qemu = Qemu::new(qemu_config).expect("qemu backend");

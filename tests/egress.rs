@@ -16,8 +16,7 @@
 //! namespaces, nftables) and the packages of `tests/install-deps.sh`: fails naming what is
 //! missing.
 
-#[path = "support/image.rs"]
-mod image_support;
+mod support;
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -145,7 +144,7 @@ fn the_guest_reaches_only_the_public_internet_and_what_network_allow_opens() {
             "{program} is missing: run tests/install-deps.sh (packages nftables, iproute2)"
         );
     }
-    let image = image_support::tiny_image();
+    let image = support::image::tiny_image();
     let tag = std::process::id();
     let a = Netns::create(format!("ghrvm-egress-a-{tag}"));
     let b = Netns::create(format!("ghrvm-egress-b-{tag}"));

@@ -2,12 +2,10 @@
 //! image choice → launch → plan → steps → report events → completion, plus the failure paths
 //! (no image, unusable image, boot failure, cancellation) and VM clean-up on every path.
 
-#[path = "support/local_vm.rs"]
-mod local_vm;
-#[path = "support/reports.rs"]
-mod reports;
-#[path = "support/wait.rs"]
-mod wait;
+mod support;
+use support::local_vm;
+use support::reports;
+use support::wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

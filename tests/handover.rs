@@ -8,21 +8,15 @@
 //! with their instants, so the order "previous VM gone → next job's first command" is checked
 //! on the recorded events, not on timing.
 
-#[path = "support/fake_image.rs"]
-mod fake;
-#[path = "support/listener.rs"]
-mod listener_support;
-#[path = "support/reports.rs"]
-mod reports;
-#[path = "support/wait.rs"]
-mod wait;
+mod support;
+use support::reports;
+use support::wait;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake::{TWO_STEPS as WORKFLOW, fake_image};
 use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
 use ghrunner_vm::localsvc::protocol::{Delivery, ProtocolEvent, ProtocolState, protocol_state};
 use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
@@ -30,9 +24,10 @@ use ghrunner_vm::vm::{
     ExecOutcome, GuestCommand, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError, VmSpec,
 };
 use ghrunner_vm::workflow::{WorkflowJob, compile_workflow_job};
-use listener_support::{Attached, attach};
 use reports::CollectingReports;
 use serde_json::Value;
+use support::fake_image::{TWO_STEPS as WORKFLOW, fake_image};
+use support::listener::{Attached, attach};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wait::eventually;

@@ -3,8 +3,7 @@
 //! then checks the serial contract lines and runs commands over SSH with the pinned host key.
 //! Needs `qemu-system-x86_64` (Debian package qemu-system-x86).
 
-#[path = "support/image.rs"]
-mod image_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
@@ -132,7 +131,7 @@ fn run(session: &ssh2::Session, command: &str) -> (String, i32) {
 
 #[test]
 fn tiny_boots_to_ready_and_serves_ssh_with_the_announced_host_key() {
-    let image = Image::load(&image_support::tiny_image()).unwrap();
+    let image = Image::load(&support::image::tiny_image()).unwrap();
     let key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap();
     let authorized = key.public_key().to_openssh().unwrap();
     let port = free_port();

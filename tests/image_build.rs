@@ -2,8 +2,7 @@
 //! checksums match the files, its initramfs holds what the guest contract needs, and a missing
 //! prerequisite is reported with the package to install.
 
-#[path = "support/image.rs"]
-mod image_support;
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -50,7 +49,7 @@ fn parse_newc(bytes: &[u8]) -> BTreeMap<String, CpioEntry> {
 
 #[test]
 fn tiny_image_has_a_valid_manifest_with_matching_checksums() {
-    let dir = image_support::tiny_image();
+    let dir = support::image::tiny_image();
     let image = Image::load(&dir).unwrap();
     let m = &image.manifest;
     assert_eq!(m.name, "tiny");
@@ -77,7 +76,7 @@ fn tiny_image_has_a_valid_manifest_with_matching_checksums() {
 
 #[test]
 fn tiny_initramfs_holds_the_guest_contract() {
-    let dir = image_support::tiny_image();
+    let dir = support::image::tiny_image();
     let image = Image::load(&dir).unwrap();
     let cpio = std::fs::read(image.path(image.manifest.initrd.as_deref().unwrap())).unwrap();
     let entries = parse_newc(&cpio);

@@ -1,8 +1,8 @@
 //! The step runtime end to end on the local test guest: job messages (constructed here, values
 //! fake) → `JobPlan` → `run_steps` → events and outcome.
 
-#[path = "support/local_vm.rs"]
-mod local_vm;
+mod support;
+use support::local_vm;
 
 use std::time::Duration;
 

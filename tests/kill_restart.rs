@@ -5,18 +5,11 @@
 //! qemu-system-x86_64, qemu-utils, passt and what the tiny recipe needs
 //! (tests/install-deps.sh installs them); fails naming what is missing.
 
-#[path = "support/agent_proc.rs"]
-mod agent_proc;
-#[path = "../examples/support/mod.rs"]
-mod bench_support;
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/disk.rs"]
-mod disk;
-#[path = "support/image.rs"]
-mod image_support;
-#[path = "support/wait.rs"]
-mod wait;
+mod support;
+use support::agent_proc;
+use support::cli;
+use support::disk;
+use support::wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -172,7 +165,7 @@ fn session_count(proto: &ProtocolState) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_leaves_a_vm_that_the_restarted_agent_reaps_before_serving_again() {
-    let tiny = image_support::tiny_image();
+    let tiny = support::image::tiny_image();
     let image_dir = tempfile::tempdir().unwrap();
     let image = disk::with_blank_disk(&tiny, image_dir.path());
     let svc = cli::service(false).await;

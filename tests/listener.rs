@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[path = "support/listener.rs"]
-mod listener_support;
+mod support;
 
 use ghrunner_vm::crypto::rsa::RunnerKey;
 use ghrunner_vm::exit::ExitStatus;
@@ -21,8 +20,8 @@ use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
 use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::lifecycle::VariableValue;
-use listener_support::{VERSION, listen, seed, seed_agent};
 use serde_json::{Value, json};
+use support::listener::{VERSION, listen, seed, seed_agent};
 use tokio_util::sync::CancellationToken;
 
 /// Upper bound for anything the tests wait for.

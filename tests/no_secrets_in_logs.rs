@@ -2,7 +2,6 @@
 //! contains no registration token, tenant token, access token, client assertion or private-key
 //! material.
 
-#[path = "support/cli.rs"]
 mod support;
 
 use std::io::Write;
@@ -11,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use ghrunner_vm::client::{HttpClient, TokenProvider};
 use ghrunner_vm::config::runner::Registration;
 use ghrunner_vm::localsvc::DEFAULT_REGISTRATION_TOKEN;
-use support::{reg_dir, register, service};
+use support::cli::{reg_dir, register, service};
 
 /// A `MakeWriter` appending into a shared buffer.
 #[derive(Clone, Default)]

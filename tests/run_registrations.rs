@@ -5,23 +5,20 @@
 //! real (registration, sessions, encrypted messages, the executor with its image choice, budget,
 //! planning and reporting, completion, metrics).
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/fake_image.rs"]
-mod fake;
-#[path = "support/wait.rs"]
-mod wait;
+mod support;
+use support::cli;
+use support::wait;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fake::{TWO_STEPS as WORKFLOW, fake_image};
 use ghrunner_vm::config::Settings;
 use ghrunner_vm::localsvc::protocol::protocol_state;
 use ghrunner_vm::localsvc::reporting::store;
 use ghrunner_vm::localsvc::{LocalService, WorkflowJob};
 use serde_json::Value;
+use support::fake_image::{TWO_STEPS as WORKFLOW, fake_image};
 use wait::eventually;
 
 fn time(record: &Value, field: &str) -> Option<DateTime<Utc>> {

@@ -4,10 +4,8 @@
 //! the service answers the fixture (fault injection on the local service) or the planner reads
 //! it, and the test checks what ghrunner-vm does with it.
 
-#[path = "support/listener.rs"]
-mod listener_support;
-#[path = "support/wait.rs"]
-mod wait;
+mod support;
+use support::wait;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +24,8 @@ use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::protocol::lifecycle::TaskAgentJobRequest;
 use ghrunner_vm::version::{Version, VersionPolicy, fetch_latest};
-use listener_support::{Attached, listen_with, seed};
 use serde_json::{Value, json};
+use support::listener::{Attached, listen_with, seed};
 use wait::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(60);

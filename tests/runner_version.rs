@@ -6,12 +6,9 @@
 //! release reconnects and runs the next job; `RunnerRefresh`/`AgentRefresh` changes the
 //! version of the next session.
 
-#[path = "support/cli.rs"]
-mod cli;
-#[path = "support/listener.rs"]
-mod listener_support;
-#[path = "support/wait.rs"]
-mod wait;
+mod support;
+use support::cli;
+use support::wait;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +25,8 @@ use ghrunner_vm::version::{
     BASELINE, RELEASE_CACHE_FILE, Version, VersionConfig, VersionPolicy, VersionSetting,
     VersionSource,
 };
-use listener_support::{Attached, listen_with, seed};
 use serde_json::{Value, json};
+use support::listener::{Attached, listen_with, seed};
 use wait::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(60);

@@ -1,8 +1,8 @@
 //! One script step through the whole output pipeline (exec → line assembly → workflow commands
 //! → masking → events, then file commands), on the local test guest (host processes).
 
-#[path = "support/local_vm.rs"]
-mod local_vm;
+mod support;
+use support::local_vm;
 
 use std::time::{Duration, Instant};
 

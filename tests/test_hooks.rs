@@ -5,8 +5,8 @@
 //! the feature, so this test builds the binary once more without it (into
 //! `target/no-test-hooks`).
 
-#[path = "support/cli.rs"]
-mod cli;
+mod support;
+use support::cli;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -22,8 +22,7 @@ use ghrunner_vm::vm::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-#[path = "support/image.rs"]
-mod image_support;
+mod support;
 
 /// Serialises the VM tests of this binary.
 static VM_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -34,7 +33,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The tiny image (built and cached under target/ by the shared helper, which fails naming
 /// any missing Debian package).
 fn tiny_image_dir() -> PathBuf {
-    image_support::tiny_image()
+    support::image::tiny_image()
 }
 
 fn load_image(dir: &Path) -> Image {

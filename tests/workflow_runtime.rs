@@ -1,8 +1,8 @@
 //! Workflow YAML → the local service's compiler → `JobPlan` → `run_steps` on the local test
 //! guest: the whole path a job takes, minus the network and the VM.
 
-#[path = "support/local_vm.rs"]
-mod local_vm;
+mod support;
+use support::local_vm;
 
 use std::path::PathBuf;
 

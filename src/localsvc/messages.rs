@@ -18,7 +18,7 @@ use rand::RngCore;
 use serde_json::json;
 
 use super::oauth::require_access_token;
-use super::protocol::{Pending, ProtocolEvent, ProtocolState, Tamper, broker_error};
+use super::protocol::{Pending, ProtocolEvent, ProtocolState, broker_error};
 use super::state::Shared;
 use super::{below_minimum, version_too_old_message, vss_error, vss_error_with_code};
 use crate::protocol::message::TaskAgentMessage;
@@ -178,8 +178,9 @@ async fn poll_legacy(
         };
         message.iv = Some(STANDARD.encode(iv));
         message.body = cipher;
+        #[cfg(feature = "fault-injection")]
         if let Some(tamper) = pending.tamper {
-            apply_tamper(&mut message, tamper);
+            super::faults::apply_tamper(&mut message, tamper);
         }
     }
     (StatusCode::OK, axum::Json(message)).into_response()
@@ -190,24 +191,6 @@ fn next_id(s: &ProtocolState) -> i64 {
     let id = inner.next_message_id;
     inner.next_message_id += 1;
     id
-}
-
-fn apply_tamper(message: &mut TaskAgentMessage, tamper: Tamper) {
-    match tamper {
-        Tamper::WrongIv => message.iv = Some(STANDARD.encode([0x5au8; 16])),
-        Tamper::BadPadding => {
-            let mut raw = STANDARD.decode(&message.body).unwrap_or_default();
-            if raw.len() >= 32 {
-                // Flip the second-to-last block so the last plaintext block changes.
-                let at = raw.len() - 17;
-                raw[at] ^= 0xff;
-            } else if let Some(last) = raw.last_mut() {
-                *last ^= 0xff;
-            }
-            message.body = STANDARD.encode(raw);
-        }
-        Tamper::Garbage => message.body = "this is not ciphertext at all".into(),
-    }
 }
 
 async fn delete_message(

@@ -16,10 +16,11 @@
 //! Layout: one file per area (`registration.rs`, `oauth.rs`; later `sessions.rs`,
 //! `messages.rs`, `jobs.rs`, `reporting.rs`), each exposing `routes() -> Router<Shared>` merged
 //! in [`router`]. State is [`state::State`] behind [`state::Shared`]. Every request passes the
-//! recorder, then the fault injector, then its handler:
+//! recorder, then (in builds with the `fault-injection` feature, i.e. the test suite's) the
+//! fault injector, then its handler:
 //!
 //! ```text
-//! TCP accept ─► hyper conn (+ConnectionKill) ─► record ─► inject faults ─► area handler
+//! TCP accept ─► hyper conn (+ConnectionKill) ─► record ─► [inject faults] ─► area handler
 //! ```
 
 // Handlers return an early `Response` as their error, the idiomatic axum shape; its size is
@@ -123,7 +124,7 @@ fn pool(id: u64, name: &str, internal: bool) -> TaskAgentPool {
 
 /// The full router: every area, behind the recorder and the fault injector.
 pub fn router(shared: Shared) -> Router {
-    Router::new()
+    let router = Router::new()
         .merge(registration::routes())
         .merge(oauth::routes())
         .merge(protocol::routes())
@@ -132,11 +133,13 @@ pub fn router(shared: Shared) -> Router {
             "/repos/actions/runner/releases/latest",
             axum::routing::get(latest_runner_release),
         )
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            faults::inject,
-        ))
+        .fallback(not_found);
+    #[cfg(feature = "fault-injection")]
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        faults::inject,
+    ));
+    router
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             recorder::record,
@@ -381,8 +384,9 @@ impl LocalService {
         self.shared.lock().requests.clone()
     }
 
-    /// Adds a fault rule.
+    /// Adds a fault rule. Needs the `fault-injection` feature (see [`faults::require`]).
     pub fn inject(&self, fault: Fault) {
+        faults::require("a fault rule");
         self.shared.lock().faults.push(fault.into_rule());
     }
 
@@ -442,12 +446,15 @@ async fn accept_loop(listener: TcpListener, app: Router, cancel: CancellationTok
 
 async fn serve_connection(stream: tokio::net::TcpStream, app: Router, cancel: CancellationToken) {
     let kill = Arc::new(tokio::sync::Notify::new());
+    #[cfg(feature = "fault-injection")]
     let kill_handle = faults::ConnectionKill(kill.clone());
-    let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(
+        move |#[allow(unused_mut)] mut request: hyper::Request<hyper::body::Incoming>| {
+            #[cfg(feature = "fault-injection")]
             request.extensions_mut().insert(kill_handle.clone());
             app.clone().oneshot(request.map(axum::body::Body::new))
-        });
+        },
+    );
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {

@@ -45,22 +45,14 @@ pub const JOB_TOKEN: &str = "local-job-token";
 /// How long a long poll is held when no message arrives (the real service holds ~50 s).
 pub const DEFAULT_POLL_HOLD: Duration = Duration::from_secs(2);
 
-/// How a queued message is damaged on delivery (to test that the runner skips it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tamper {
-    /// Encrypted correctly, delivered with another IV.
-    WrongIv,
-    /// The last ciphertext byte flipped (breaks the padding or the text).
-    BadPadding,
-    /// A body that is not ciphertext at all.
-    Garbage,
-}
+pub use super::faults::Tamper;
 
 /// A message waiting for a poll.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub message_type: String,
     pub body: String,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub tamper: Option<Tamper>,
     /// The job this message delivers, if it does.
     pub job_id: Option<String>,
@@ -284,7 +276,9 @@ impl ProtocolState {
     }
 
     /// Queues a message that is damaged when delivered on the legacy path.
+    /// Needs the `fault-injection` feature (see [`super::faults::require`]).
     pub fn enqueue_tampered(&self, message_type: &str, body: &str, tamper: Tamper) {
+        super::faults::require("a tampered message");
         self.push(Pending {
             message_type: message_type.to_owned(),
             body: body.to_owned(),

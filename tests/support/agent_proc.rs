@@ -1,7 +1,7 @@
 //! A real `ghrunner-vm run` process serving jobs of a local service in VMs from the tiny image,
 //! with what /proc says about it (resident memory, its peak, CPU time). Shared by
 //! `tests/hostile` and `examples/bench_hostile.rs`; the /proc readings are the benchmarks'
-//! (`examples/support`), which the including crate declares as `bench_support`.
+//! ([`super::bench`]).
 
 #![allow(dead_code)]
 
@@ -16,7 +16,7 @@ use ghrunner_vm::localsvc::{LocalService, WorkflowJob};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use super::bench_support;
+use super::bench;
 use super::cli;
 use super::wait::eventually;
 
@@ -50,7 +50,7 @@ impl Agent {
     /// Resident memory in MiB: (current `VmRSS`, `VmHWM`: the peak since the last
     /// [`Agent::reset_peak`]).
     pub fn rss_mib(&self) -> (f64, f64) {
-        bench_support::rss_mib(self.pid)
+        bench::rss_mib(self.pid)
     }
 
     /// Resets `VmHWM` to the current resident size (`/proc/PID/clear_refs`, value 5).
@@ -61,7 +61,7 @@ impl Agent {
 
     /// User plus system CPU time the agent used so far.
     pub fn cpu(&self) -> Duration {
-        bench_support::cpu_time(self.pid)
+        bench::cpu_time(self.pid)
     }
 
     /// The directories of the VMs running now.

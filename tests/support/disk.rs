@@ -1,6 +1,5 @@
 //! Test and benchmark helper: an image variant whose VMs get a qcow2 overlay. Independent of
-//! cargo's test-only environment, so examples can include it too
-//! (`#[path = "../tests/support/disk.rs"] mod disk;`).
+//! cargo's test-only environment, so examples can include it too.
 
 #![allow(dead_code)]
 

@@ -2,8 +2,7 @@
 //! only when the recipe changes (its content hash is recorded in the manifest). Safe under
 //! concurrent test processes: builders serialise on a file lock.
 //!
-//! Use from an integration test with `#[path = "support/image.rs"] mod image_support;` (or as
-//! `pub mod image;` of a `tests/support/mod.rs`).
+//! Part of [`super`] (`mod support;` then `support::image::...`).
 
 #![allow(dead_code)]
 
@@ -13,9 +12,13 @@ use std::sync::OnceLock;
 use ghrunner_vm::image::{BuildOptions, Image, ProgressKind, Recipe};
 use nix::fcntl::{Flock, FlockArg};
 
-/// `target/test-images`: next to cargo's per-target temporary directory.
+/// `target/test-images`: next to cargo's per-target temporary directory (which cargo names
+/// for tests; the benchmarks under `examples/` fall back to `<package>/target/tmp`).
 pub fn test_images_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tmp = Path::new(
+        option_env!("CARGO_TARGET_TMPDIR")
+            .unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tmp")),
+    );
     tmp.parent().unwrap_or(tmp).join("test-images")
 }
 

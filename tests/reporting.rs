@@ -258,6 +258,9 @@ fn id(uuid: Uuid) -> String {
     uuid.to_string()
 }
 
+#[path = "reporting/faults.rs"]
 mod faults;
+#[path = "reporting/floods.rs"]
 mod floods;
+#[path = "reporting/paths.rs"]
 mod paths;

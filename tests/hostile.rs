@@ -8,16 +8,9 @@
 //! Needs qemu-system-x86_64, passt and what the tiny recipe needs (tests/install-deps.sh
 //! installs them); fails naming what is missing.
 
-#[path = "../support/agent_proc.rs"]
-mod agent_proc;
-#[path = "../../examples/support/mod.rs"]
-mod bench_support;
-#[path = "../support/cli.rs"]
-mod cli;
-#[path = "../support/image.rs"]
-mod image_support;
-#[path = "../support/wait.rs"]
-mod wait;
+mod support;
+use support::agent_proc;
+use support::cli;
 
 use std::time::Duration;
 
@@ -114,7 +107,7 @@ async fn every_attack_ends_with_its_documented_limit_and_a_completed_job() {
     let mut agent = Agent::start(
         &svc,
         std::path::Path::new(env!("CARGO_BIN_EXE_ghrunner-vm")),
-        &image_support::tiny_image(),
+        &support::image::tiny_image(),
     )
     .await;
 

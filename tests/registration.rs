@@ -1,7 +1,6 @@
 //! `register`, `remove` and `status` against the local service: both flows with repo and org
 //! URLs, --replace, --count, --jitconfig, --image, labels, and the error cases.
 
-#[path = "../support/cli.rs"]
 mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -12,7 +11,7 @@ use ghrunner_vm::config::runner::Registration;
 use ghrunner_vm::config::{Settings, jit};
 use ghrunner_vm::crypto::jwt::JwtAlgorithm;
 use ghrunner_vm::localsvc::{DEFAULT_REMOVE_TOKEN, Fault, LocalService};
-use support::{chain, cli, reg_dir, register, service};
+use support::cli::{chain, cli, reg_dir, register, service};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -332,5 +331,7 @@ async fn jitconfig_is_written_without_contacting_the_server_and_works() {
     binary(&["register", "--unattended"], None, Some(&blob));
 }
 
+#[path = "registration/errors.rs"]
 mod errors;
+#[path = "registration/options.rs"]
 mod options;
