@@ -164,10 +164,7 @@ fn spawn_agent(binary: &Path, root: &Path, hypervisor: Option<&str>) -> anyhow::
         .arg(root)
         .arg("run")
         .env("GHRUNNER_VM_LOG", "error")
-        .env(
-            "GHRUNNER_VM_ACCEL",
-            std::env::var("GHRUNNER_VM_ACCEL").unwrap_or("tcg".into()),
-        )
+        .env("GHRUNNER_VM_ACCEL", support::image::accel())
         .kill_on_drop(true);
     if let Some(spec) = hypervisor {
         cmd.env("GHRUNNER_VM_TEST_HYPERVISOR", spec);

@@ -21,10 +21,7 @@ fn demo_runs_the_hello_workflow_in_a_vm_through_the_protocol() {
         .arg(work.path())
         .args(["demo", "--image-dir"])
         .arg(&image)
-        .env(
-            "GHRUNNER_VM_ACCEL",
-            std::env::var("GHRUNNER_VM_ACCEL").unwrap_or("tcg".into()),
-        )
+        .env("GHRUNNER_VM_ACCEL", support::image::accel())
         .output()
         .expect("ghrunner-vm runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

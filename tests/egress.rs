@@ -185,10 +185,7 @@ fn the_guest_reaches_only_the_public_internet_and_what_network_allow_opens() {
         .arg(&config)
         .arg("--image-dir")
         .arg(&image)
-        .env(
-            "GHRUNNER_VM_ACCEL",
-            std::env::var("GHRUNNER_VM_ACCEL").unwrap_or("tcg".into()),
-        )
+        .env("GHRUNNER_VM_ACCEL", support::image::accel())
         .output()
         .expect("ghrunner-vm runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

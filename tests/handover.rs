@@ -27,12 +27,12 @@ use ghrunner_vm::workflow::{WorkflowJob, compile_workflow_job};
 use reports::CollectingReports;
 use serde_json::Value;
 use support::fake_image::{TWO_STEPS as WORKFLOW, fake_image};
-use support::listener::{Attached, attach};
+use support::listener::{attach, stop};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wait::eventually;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+use support::wait::PATIENCE;
 /// How long tearing a VM down takes.
 const TEARDOWN: Duration = Duration::from_secs(3);
 
@@ -298,15 +298,6 @@ async fn check_handover(
             .count();
         assert!(reads >= 1, "the previous job request was read");
     }
-}
-
-async fn stop(attached: Attached) {
-    attached.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, attached.task)
-        .await
-        .expect("listener stops")
-        .unwrap()
-        .expect("listener ends cleanly");
 }
 
 /// A service, a fake image and the test hypervisor (logs go to the test's output).

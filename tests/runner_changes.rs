@@ -25,7 +25,7 @@ use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::protocol::lifecycle::TaskAgentJobRequest;
 use ghrunner_vm::version::{Version, VersionPolicy, fetch_latest};
 use serde_json::{Value, json};
-use support::listener::{Attached, listen_with, seed};
+use support::listener::{Attached, job, listen_with, seed};
 use wait::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -52,17 +52,6 @@ fn facts() -> RunnerFacts {
         work_dir: "/work".into(),
         has_bash: true,
     }
-}
-
-fn job(name: &str) -> Value {
-    json!({
-        "jobId": uuid::Uuid::new_v4().to_string(),
-        "jobName": name,
-        "plan": {"planId": uuid::Uuid::new_v4().to_string(), "scopeIdentifier": uuid::Uuid::new_v4().to_string(),
-                 "planType": "actions", "version": 12},
-        "timeline": {"id": uuid::Uuid::new_v4().to_string()},
-        "variables": {}, "steps": []
-    })
 }
 
 /// A listener advertising a pinned version, with a fast sleep executor.

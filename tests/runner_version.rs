@@ -26,10 +26,10 @@ use ghrunner_vm::version::{
     VersionSource,
 };
 use serde_json::{Value, json};
-use support::listener::{Attached, listen_with, seed};
+use support::listener::{Attached, job, listen_with, seed, stop};
 use wait::eventually;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+use support::wait::PATIENCE;
 
 fn v(text: &str) -> Version {
     text.parse().unwrap()
@@ -38,17 +38,6 @@ fn v(text: &str) -> Version {
 /// A version newer than the baseline by `minor` minors.
 fn after_baseline(minor: u32) -> Version {
     Version::new(BASELINE.major, BASELINE.minor + minor, 0)
-}
-
-fn job(name: &str) -> Value {
-    json!({
-        "jobId": uuid::Uuid::new_v4().to_string(),
-        "jobName": name,
-        "plan": {"planId": uuid::Uuid::new_v4().to_string(), "scopeIdentifier": uuid::Uuid::new_v4().to_string(),
-                 "planType": "actions", "version": 12},
-        "timeline": {"id": uuid::Uuid::new_v4().to_string()},
-        "variables": {}, "steps": []
-    })
 }
 
 fn enqueue(proto: &ProtocolState, broker: bool, name: &str) -> String {
@@ -286,15 +275,6 @@ async fn auto_listener(svc: &LocalService, broker: bool, cache: &Path) -> Attach
         duration: Duration::from_millis(100),
     });
     listen_with(svc, seed(svc), broker, executor, versions)
-}
-
-async fn stop(attached: Attached) {
-    attached.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, attached.task)
-        .await
-        .expect("listener stops")
-        .unwrap()
-        .expect("clean stop");
 }
 
 fn session_versions(svc: &LocalService) -> Vec<String> {

@@ -49,6 +49,20 @@ pub const MAX_ANNOTATION_MESSAGE_CHARS: usize = 4096;
 pub const MAX_ANNOTATION_PROPERTY_CHARS: usize = 1024;
 
 impl Annotation {
+    /// An annotation the runner raises itself: a level and a message, no position.
+    pub fn runner(level: AnnotationLevel, message: String) -> Self {
+        Annotation {
+            level,
+            message,
+            title: None,
+            file: None,
+            line: None,
+            end_line: None,
+            col: None,
+            end_col: None,
+        }
+    }
+
     /// The annotation with its message, title and file cut to the limits above. Apply after
     /// masking, as the official runner does, so that a cut cannot expose part of a secret.
     pub fn truncated(mut self) -> Self {

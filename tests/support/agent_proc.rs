@@ -97,10 +97,7 @@ pub fn spawn_run(binary: &Path, root: &Path, stderr: Stdio) -> Child {
         .arg("--dir")
         .arg(root)
         .arg("run")
-        .env(
-            "GHRUNNER_VM_ACCEL",
-            std::env::var("GHRUNNER_VM_ACCEL").unwrap_or("tcg".into()),
-        )
+        .env("GHRUNNER_VM_ACCEL", super::image::accel())
         .env("GHRUNNER_VM_LOG", "ghrunner_vm=info")
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -12,6 +12,12 @@ use std::sync::OnceLock;
 use ghrunner_vm::image::{BuildOptions, Image, ProgressKind, Recipe};
 use nix::fcntl::{Flock, FlockArg};
 
+/// The accelerator for VMs the tests start: `GHRUNNER_VM_ACCEL`, else `tcg` (a broken nested
+/// KVM hangs guests; see tests/run-all.sh).
+pub fn accel() -> String {
+    std::env::var("GHRUNNER_VM_ACCEL").unwrap_or_else(|_| "tcg".into())
+}
+
 /// `target/test-images`: next to cargo's per-target temporary directory (which cargo names
 /// for tests; the benchmarks under `examples/` fall back to `<package>/target/tmp`).
 pub fn test_images_dir() -> PathBuf {

@@ -133,3 +133,26 @@ pub fn listen_with<E: JobExecutor>(
         dir,
     }
 }
+
+/// A minimal legacy job message named `name` (fresh ids, plan version 12, no steps), for
+/// executors that do not look at the steps.
+pub fn job(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "jobId": uuid::Uuid::new_v4().to_string(),
+        "jobName": name,
+        "plan": {"planId": uuid::Uuid::new_v4().to_string(), "scopeIdentifier": uuid::Uuid::new_v4().to_string(),
+                 "planType": "actions", "version": 12},
+        "timeline": {"id": uuid::Uuid::new_v4().to_string()},
+        "variables": {}, "steps": []
+    })
+}
+
+/// Stops an attached listener and checks that it ends cleanly in time.
+pub async fn stop(attached: Attached) {
+    attached.shutdown.cancel();
+    tokio::time::timeout(super::wait::PATIENCE, attached.task)
+        .await
+        .expect("listener stops")
+        .unwrap()
+        .expect("listener ends cleanly");
+}

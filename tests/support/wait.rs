@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+/// How long the tests wait for something that normally takes a second or two (generous, for
+/// a loaded 2-core CI machine).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Polls `check` every 50 ms until it gives a value; panics naming `what` after `limit`.
 pub async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + limit;

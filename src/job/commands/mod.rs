@@ -341,16 +341,7 @@ fn required_name(command: &WorkflowCommand, name: &str) -> Result<String, String
 }
 
 fn runner_annotation(level: AnnotationLevel, message: String) -> CommandEffect {
-    CommandEffect::Annotation(Annotation {
-        level,
-        message,
-        title: None,
-        file: None,
-        line: None,
-        end_line: None,
-        col: None,
-        end_col: None,
-    })
+    CommandEffect::Annotation(Annotation::runner(level, message))
 }
 
 fn error(message: String) -> CommandEffect {

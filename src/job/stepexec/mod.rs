@@ -137,16 +137,7 @@ async fn send_all(events: &mpsc::Sender<JobEvent>, out: Vec<JobEvent>) {
 
 /// An error annotation raised by the runner itself.
 pub fn runner_error(message: String) -> Annotation {
-    Annotation {
-        level: AnnotationLevel::Error,
-        message,
-        title: None,
-        file: None,
-        line: None,
-        end_line: None,
-        col: None,
-        end_col: None,
-    }
+    Annotation::runner(AnnotationLevel::Error, message)
 }
 
 /// How the exec ended, seen from the step.
