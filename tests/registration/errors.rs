@@ -114,7 +114,7 @@ async fn corrupt_or_exposed_credentials_are_refused_by_name() {
         "{err}"
     );
     // status reports the problem instead of failing.
-    let report = ghrunner_vm::cli::status::collect(dir.path()).unwrap();
+    let report = ghrunner_vm::agent::status::collect(dir.path()).unwrap();
     assert!(
         report.runners[0]
             .credentials

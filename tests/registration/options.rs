@@ -134,7 +134,7 @@ async fn status_json_lists_runners_without_secrets() {
     register(dir.path(), &svc.repo_url("o", "r"), "s1", &[])
         .await
         .unwrap();
-    let report = ghrunner_vm::cli::status::collect(dir.path()).unwrap();
+    let report = ghrunner_vm::agent::status::collect(dir.path()).unwrap();
     let json = serde_json::to_string(&report).unwrap();
     assert_eq!(report.runners.len(), 1);
     assert_eq!(report.runners[0].name, "s1");
