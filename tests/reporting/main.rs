@@ -9,8 +9,9 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use ghrunner_vm::client::{HttpClient, RetryPolicy};
 use ghrunner_vm::job::events::{Annotation, AnnotationLevel, JobEvent};
-use ghrunner_vm::job::report::{ReportOptions, ReportOutcome, ReportTarget, Reporter, RetryPolicy};
+use ghrunner_vm::job::report::{ReportOptions, ReportOutcome, ReportTarget, Reporter};
 use ghrunner_vm::localsvc::reporting::{RESULTS_PATH, ReportingStore, routes, store, with_store};
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig, Shared, State};
 use ghrunner_vm::protocol::TaskResult;
@@ -84,6 +85,40 @@ impl Service {
         }
     }
 
+    /// Only the reporting routes, behind a layer that records every request's headers.
+    async fn capturing(seen: Arc<std::sync::Mutex<Vec<Seen>>>) -> Service {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
+        with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
+        let app = routes()
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| {
+                    let header = |name| {
+                        request
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    seen.lock().unwrap().push(Seen {
+                        method: request.method().to_string(),
+                        path: request.uri().path().to_owned(),
+                        user_agent: header(axum::http::header::USER_AGENT),
+                        authorization: header(axum::http::header::AUTHORIZATION),
+                    });
+                    next.run(request)
+                },
+            ))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Service {
+            base,
+            shared,
+            _service: None,
+        }
+    }
+
     fn fail(&self, method: &str, path_contains: &str, times: u32) {
         let rule = Fault::respond(method, path_contains, 503, "{}")
             .times(times)
@@ -119,6 +154,15 @@ impl Service {
     }
 }
 
+/// One request as a capturing service saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    user_agent: Option<String>,
+    authorization: Option<String>,
+}
+
 async fn refuse_issues(request: Request, next: Next) -> Response {
     if request.method() != axum::http::Method::PATCH {
         return next.run(request).await;
@@ -147,13 +191,14 @@ async fn wait_at(gate: Arc<tokio::sync::RwLock<()>>, request: Request, next: Nex
 
 fn options() -> ReportOptions {
     ReportOptions {
-        retry: RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(40),
-        },
+        retry: RetryPolicy::doubling(5, Duration::from_millis(5), Duration::from_millis(40)),
         flush_interval: Duration::from_millis(20),
     }
+}
+
+/// The runner's shared client, as the reporters get it.
+fn http() -> HttpClient {
+    HttpClient::new().unwrap()
 }
 
 fn at(sec: u32) -> DateTime<Utc> {
@@ -261,3 +306,4 @@ fn id(uuid: Uuid) -> String {
 mod faults;
 mod floods;
 mod paths;
+mod wire;
