@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 
+use super::retry::Pause;
 use super::timeouts::Timeouts;
 
 /// A random delay between `min` and `max` (inclusive).
@@ -352,12 +353,12 @@ pub struct ErrorThrottle {
 impl ErrorThrottle {
     /// Records an error and returns the delay to apply before the next acquire.
     pub fn on_error(&mut self, timings: &Timings) -> Duration {
-        let delay = timings
-            .acquire_throttle_min
-            .saturating_mul(1u32 << self.errors.min(16))
-            .min(timings.acquire_throttle_max);
         self.errors = self.errors.saturating_add(1);
-        delay
+        Pause::Doubling {
+            first: timings.acquire_throttle_min,
+            max: timings.acquire_throttle_max,
+        }
+        .after(self.errors)
     }
 
     /// Records a success.

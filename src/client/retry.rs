@@ -2,6 +2,8 @@
 //! between them. [`HttpClient`](super::HttpClient) uses it for HTTP-level retries (registration
 //! and OAuth: 3 attempts, 0.5–2 s jitter); the job reporter uses it for whole operations (5
 //! attempts, 1 s doubling to 8 s) and then sends each attempt once, so retries never nest.
+//! The listener's acquire throttle ([`super::backoff::ErrorThrottle`]) uses the same doubling
+//! [`Pause`].
 //!
 //! ```text
 //!   attempt 1 ──fail, retryable──► pause(1) ──► attempt 2 ── … ──► attempt N: its outcome
@@ -25,6 +27,21 @@ pub enum Pause {
         /// Longest pause.
         max: Duration,
     },
+}
+
+impl Pause {
+    /// The pause after failed attempt `attempt` (1-based).
+    pub fn after(&self, attempt: u32) -> Duration {
+        match *self {
+            Pause::Jitter(jitter) => jitter.sample(&mut rand::thread_rng()),
+            Pause::Doubling { first, max } => {
+                let factor = 1u32
+                    .checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u32::MAX);
+                first.saturating_mul(factor).min(max)
+            }
+        }
+    }
 }
 
 /// How often and how patiently to retry one call.
@@ -65,15 +82,7 @@ impl RetryPolicy {
 
     /// The pause after failed attempt `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        match self.pause {
-            Pause::Jitter(jitter) => jitter.sample(&mut rand::thread_rng()),
-            Pause::Doubling { first, max } => {
-                let factor = 1u32
-                    .checked_shl(attempt.saturating_sub(1))
-                    .unwrap_or(u32::MAX);
-                first.saturating_mul(factor).min(max)
-            }
-        }
+        self.pause.after(attempt)
     }
 
     /// Runs `op` until `again(outcome, attempt)` says no or the attempts run out, pausing

@@ -46,53 +46,53 @@ impl Service {
         }
     }
 
-    /// Only the reporting routes; every request waits while `gate` is write-locked.
-    async fn gated(gate: Arc<tokio::sync::RwLock<()>>) -> Service {
+    /// Only the reporting routes, wrapped by `wrap` (a middleware layer); the job token is
+    /// checked when `token` is set.
+    async fn reporting_only(
+        token: bool,
+        wrap: impl FnOnce(axum::Router<Shared>) -> axum::Router<Shared>,
+    ) -> Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
-        let app = routes()
-            .layer(axum::middleware::from_fn(
+        if token {
+            with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
+        }
+        let app = wrap(routes()).with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Service {
+            base,
+            shared,
+            _service: None,
+        }
+    }
+
+    /// Only the reporting routes; every request waits while `gate` is write-locked.
+    async fn gated(gate: Arc<tokio::sync::RwLock<()>>) -> Service {
+        Service::reporting_only(false, |routes| {
+            routes.layer(axum::middleware::from_fn(
                 move |request: Request, next: Next| {
                     let gate = Arc::clone(&gate);
                     async move { wait_at(gate, request, next).await }
                 },
             ))
-            .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Service {
-            base,
-            shared,
-            _service: None,
-        }
+        })
+        .await
     }
 
     /// Only the reporting routes, behind a proxy that answers 413 to every timeline PATCH that
     /// carries an issue (as GitHub does to a body over its size limit).
     async fn refusing_issues() -> Service {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
-        with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
-        let app = routes()
-            .layer(axum::middleware::from_fn(refuse_issues))
-            .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Service {
-            base,
-            shared,
-            _service: None,
-        }
+        Service::reporting_only(true, |routes| {
+            routes.layer(axum::middleware::from_fn(refuse_issues))
+        })
+        .await
     }
 
     /// Only the reporting routes, behind a layer that records every request's headers.
     async fn capturing(seen: Arc<std::sync::Mutex<Vec<Seen>>>) -> Service {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
-        with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
-        let app = routes()
-            .layer(axum::middleware::from_fn(
+        Service::reporting_only(true, |routes| {
+            routes.layer(axum::middleware::from_fn(
                 move |request: Request, next: Next| {
                     let header = |name| {
                         request
@@ -110,13 +110,8 @@ impl Service {
                     next.run(request)
                 },
             ))
-            .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Service {
-            base,
-            shared,
-            _service: None,
-        }
+        })
+        .await
     }
 
     fn fail(&self, method: &str, path_contains: &str, times: u32) {
