@@ -27,9 +27,11 @@
 //!   doubles), the VM runtime, signals, metrics.
 //! - [`config`]: the runner's settings and credential files on disk.
 //! - [`crypto`]: RSA keys, the client-assertion JWT, message decryption (pure).
-//! - [`protocol`]: wire types of GitHub's runner protocol (no I/O).
-//! - [`client`]: HTTP clients for registration, OAuth, sessions, messages and jobs, and the
-//!   retry/back-off policy the listener and the job lifecycle share.
+//! - [`protocol`]: wire types of GitHub's runner protocol, the reporting ones included
+//!   (timeline records, results-service steps, `completejob` step results; no I/O).
+//! - [`client`]: all HTTP to GitHub through one client (registration, OAuth, sessions,
+//!   messages, jobs, and the job's reporting), with one retry policy, one timeout table and one
+//!   User-Agent; and the back-off schedules the listener and the job lifecycle share.
 //! - [`listener`]: the long-poll state machine: sessions, dispatch, running jobs.
 //! - [`expr`]: the `${{ }}` expression language.
 //! - [`job`]: job message → plan → scripts, step runtime, commands, masking, reporting.

@@ -143,11 +143,11 @@ async fn token_endpoint_5xx_is_retried_and_dropped_connections_too() {
     let creds = seed_agent(&svc, &key, false);
     svc.inject(Fault::respond("POST", "/oauth2/token", 503, "{}"));
     svc.inject(Fault::drop_connection("POST", "/oauth2/token"));
-    let fast = RetryPolicy {
-        attempts: 3,
-        min_delay: std::time::Duration::from_millis(10),
-        max_delay: std::time::Duration::from_millis(20),
-    };
+    let fast = RetryPolicy::jittered(
+        3,
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_millis(20),
+    );
     let tokens = TokenProvider::new(HttpClient::with_retry(fast).unwrap(), &creds, key).unwrap();
     tokens.token().await.unwrap();
     assert_eq!(token_requests(&svc).len(), 3);

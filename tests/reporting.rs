@@ -9,8 +9,9 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use ghrunner_vm::client::{HttpClient, RetryPolicy};
 use ghrunner_vm::job::events::{Annotation, AnnotationLevel, JobEvent};
-use ghrunner_vm::job::report::{ReportOptions, ReportOutcome, ReportTarget, Reporter, RetryPolicy};
+use ghrunner_vm::job::report::{ReportOptions, ReportOutcome, ReportTarget, Reporter};
 use ghrunner_vm::localsvc::reporting::{RESULTS_PATH, ReportingStore, routes, store, with_store};
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig, Shared, State};
 use ghrunner_vm::protocol::TaskResult;
@@ -45,19 +46,19 @@ impl Service {
         }
     }
 
-    /// Only the reporting routes; every request waits while `gate` is write-locked.
-    async fn gated(gate: Arc<tokio::sync::RwLock<()>>) -> Service {
+    /// Only the reporting routes, wrapped by `wrap` (a middleware layer); the job token is
+    /// checked when `token` is set.
+    async fn reporting_only(
+        token: bool,
+        wrap: impl FnOnce(axum::Router<Shared>) -> axum::Router<Shared>,
+    ) -> Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
-        let app = routes()
-            .layer(axum::middleware::from_fn(
-                move |request: Request, next: Next| {
-                    let gate = Arc::clone(&gate);
-                    async move { wait_at(gate, request, next).await }
-                },
-            ))
-            .with_state(shared.clone());
+        if token {
+            with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
+        }
+        let app = wrap(routes()).with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Service {
             base,
@@ -66,22 +67,51 @@ impl Service {
         }
     }
 
+    /// Only the reporting routes; every request waits while `gate` is write-locked.
+    async fn gated(gate: Arc<tokio::sync::RwLock<()>>) -> Service {
+        Service::reporting_only(false, |routes| {
+            routes.layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| {
+                    let gate = Arc::clone(&gate);
+                    async move { wait_at(gate, request, next).await }
+                },
+            ))
+        })
+        .await
+    }
+
     /// Only the reporting routes, behind a proxy that answers 413 to every timeline PATCH that
     /// carries an issue (as GitHub does to a body over its size limit).
     async fn refusing_issues() -> Service {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shared = Shared::new(State::new(LocalServiceConfig::default(), base.clone()));
-        with_store(&shared, |store| store.job_token = Some(TOKEN.into()));
-        let app = routes()
-            .layer(axum::middleware::from_fn(refuse_issues))
-            .with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Service {
-            base,
-            shared,
-            _service: None,
-        }
+        Service::reporting_only(true, |routes| {
+            routes.layer(axum::middleware::from_fn(refuse_issues))
+        })
+        .await
+    }
+
+    /// Only the reporting routes, behind a layer that records every request's headers.
+    async fn capturing(seen: Arc<std::sync::Mutex<Vec<Seen>>>) -> Service {
+        Service::reporting_only(true, |routes| {
+            routes.layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| {
+                    let header = |name| {
+                        request
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    seen.lock().unwrap().push(Seen {
+                        method: request.method().to_string(),
+                        path: request.uri().path().to_owned(),
+                        user_agent: header(axum::http::header::USER_AGENT),
+                        authorization: header(axum::http::header::AUTHORIZATION),
+                    });
+                    next.run(request)
+                },
+            ))
+        })
+        .await
     }
 
     fn fail(&self, method: &str, path_contains: &str, times: u32) {
@@ -119,6 +149,15 @@ impl Service {
     }
 }
 
+/// One request as a capturing service saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    user_agent: Option<String>,
+    authorization: Option<String>,
+}
+
 async fn refuse_issues(request: Request, next: Next) -> Response {
     if request.method() != axum::http::Method::PATCH {
         return next.run(request).await;
@@ -147,13 +186,14 @@ async fn wait_at(gate: Arc<tokio::sync::RwLock<()>>, request: Request, next: Nex
 
 fn options() -> ReportOptions {
     ReportOptions {
-        retry: RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(40),
-        },
+        retry: RetryPolicy::doubling(5, Duration::from_millis(5), Duration::from_millis(40)),
         flush_interval: Duration::from_millis(20),
     }
+}
+
+/// The runner's shared client, as the reporters get it.
+fn http() -> HttpClient {
+    HttpClient::new().unwrap()
 }
 
 fn at(sec: u32) -> DateTime<Utc> {
@@ -264,3 +304,4 @@ mod faults;
 mod floods;
 #[path = "reporting/paths.rs"]
 mod paths;
+mod wire;

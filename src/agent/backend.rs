@@ -88,23 +88,18 @@ pub fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
 }
 
 /// Reaps the VMs a previous agent left in `dir` and builds the runtime every registration
-/// shares on `hypervisor`.
+/// shares on `hypervisor`; its reporters send through `http` (bound to the version policy).
 pub fn host_runtime<H: Hypervisor>(
     dir: &Path,
     settings: Settings,
     hypervisor: H,
+    http: HttpClient,
 ) -> anyhow::Result<HostRuntime<H>> {
     let reaped = reap_orphans(dir).context("cannot reap VMs left by a previous agent")?;
     for name in &reaped {
         tracing::warn!(vm = %name, "reaped a VM left by a previous agent");
     }
-    let http = HttpClient::new().context("cannot create the HTTP client")?;
-    let runtime = HostRuntime::new(
-        dir.to_owned(),
-        settings,
-        Arc::new(hypervisor),
-        http.reqwest().clone(),
-    );
+    let runtime = HostRuntime::new(dir.to_owned(), settings, Arc::new(hypervisor), http);
     let (cpus, memory) = runtime.budget.limits();
     tracing::info!(
         max_vm_cpus = cpus,

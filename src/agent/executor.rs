@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{QemuExecutor, host_runtime, qemu_backend};
+use crate::client::HttpClient;
 use crate::config::Settings;
 use crate::config::runner::Registration;
 use crate::job::executor::{HostRuntime, ServiceReports, VmJobExecutor};
@@ -129,11 +130,13 @@ pub fn test_hook(name: &str) -> anyhow::Result<Option<String>> {
 }
 
 /// Builds what the executors of `run` come from, for the runner directory `dir` whose
-/// registrations talk to `servers` (the egress policy lets guests reach them).
+/// registrations talk to `servers` (the egress policy lets guests reach them); job reports go
+/// through `http`.
 pub async fn build_executor(
     dir: &std::path::Path,
     settings: Settings,
     servers: &[url::Url],
+    http: HttpClient,
 ) -> anyhow::Result<ExecutorSource> {
     if let Some(spec) = test_hook(TEST_EXECUTOR_ENV)? {
         tracing::warn!("{TEST_EXECUTOR_ENV} is set: jobs are NOT run, they only sleep (test hook)");
@@ -147,11 +150,11 @@ pub async fn build_executor(
             "{TEST_HYPERVISOR_ENV} is set: jobs run on the null hypervisor, none of their \
              commands is executed (test hook)"
         );
-        let runtime = host_runtime(dir, settings, null)?;
+        let runtime = host_runtime(dir, settings, null, http)?;
         return Ok(ExecutorSource::Null(Box::new(runtime)));
     }
     let qemu = qemu_backend(dir, &settings, servers).await?;
-    host_runtime(dir, settings, qemu).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
+    host_runtime(dir, settings, qemu, http).map(|runtime| ExecutorSource::Vm(Box::new(runtime)))
 }
 
 /// A fake executor for tests: waits, or stops early when cancelled.

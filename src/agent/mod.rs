@@ -89,7 +89,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitStatus> {
         .flatten()
         .filter_map(|u| url::Url::parse(u).ok())
         .collect();
-    let source = build_executor(&dir, settings, &servers).await?;
+    // The reporters' client advertises the same runner version as the listeners'.
+    let reports_http = HttpClient::new().context("cannot create the HTTP client")?;
+    versions.bind(&reports_http);
+    let source = build_executor(&dir, settings, &servers, reports_http).await?;
     let metrics = source.metrics();
     metrics.watch_runner_version(Arc::clone(&versions));
     let _refresh = versions.spawn_daily_refresh();

@@ -8,13 +8,17 @@
 //! on (see [`PollErrorBackoff::should_recreate_session`]).
 //!
 //! All intervals live in [`Timings`]; [`Timings::official`] is production,
-//! [`Timings::fast`] shrinks them for tests.
+//! [`Timings::fast`] shrinks them for tests. Call time limits come from the one table,
+//! [`Timeouts`]. The pause between attempts of one HTTP call is [`super::retry::RetryPolicy`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+
+use super::retry::Pause;
+use super::timeouts::Timeouts;
 
 /// A random delay between `min` and `max` (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +79,9 @@ pub struct Timings {
     pub empty_poll_limit: usize,
     /// Pause once the guard trips (15–30 s).
     pub empty_poll_pause: Jitter,
-    /// Client-side timeout of one long poll (the server answers within ~50 s) (60 s).
-    pub long_poll_timeout: Duration,
-    /// Timeout of short calls: session and message delete, session create (30 s).
-    pub request_timeout: Duration,
-    /// Timeout of the broker acknowledge (5 s, best effort, no retry).
-    pub acknowledge_timeout: Duration,
+    /// Time limits of the listener's calls (long poll, short calls, acknowledge): the
+    /// [`Timeouts`] table.
+    pub timeouts: Timeouts,
     /// Interval between successful job renewals (60 s).
     pub renew_interval: Duration,
     /// Attempts of the first renewal before the job is abandoned (5).
@@ -122,9 +123,7 @@ impl Timings {
             empty_poll_window: Duration::from_secs(30 * 60),
             empty_poll_limit: 50,
             empty_poll_pause: Jitter::secs(15, 30),
-            long_poll_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            acknowledge_timeout: Duration::from_secs(5),
+            timeouts: Timeouts::OFFICIAL,
             renew_interval: Duration::from_secs(60),
             first_renew_attempts: 5,
             first_renew_retry: Jitter::secs(1, 10),
@@ -168,9 +167,7 @@ impl Timings {
     /// every 600 ms, conflict give-up 2.4 s), call timeouts of a few seconds.
     pub fn fast() -> Timings {
         Timings {
-            long_poll_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(5),
-            acknowledge_timeout: Duration::from_secs(2),
+            timeouts: Timeouts::FAST_LISTENER,
             ..Timings::scaled(0.01)
         }
     }
@@ -356,12 +353,12 @@ pub struct ErrorThrottle {
 impl ErrorThrottle {
     /// Records an error and returns the delay to apply before the next acquire.
     pub fn on_error(&mut self, timings: &Timings) -> Duration {
-        let delay = timings
-            .acquire_throttle_min
-            .saturating_mul(1u32 << self.errors.min(16))
-            .min(timings.acquire_throttle_max);
         self.errors = self.errors.saturating_add(1);
-        delay
+        Pause::Doubling {
+            first: timings.acquire_throttle_min,
+            max: timings.acquire_throttle_max,
+        }
+        .after(self.errors)
     }
 
     /// Records a success.

@@ -1,64 +1,30 @@
-//! The shared HTTP client: one reqwest client (rustls) that always sends a User-Agent, retries
-//! retryable failures with a short jittered back-off, turns non-success answers into
-//! [`ClientError::Status`] (decoding VSS `WrappedException`, GitHub REST and OAuth error bodies),
-//! and attaches the runner's OAuth token with one refresh after a 401.
+//! The shared HTTP client of all GitHub traffic: one reqwest client (rustls, timeouts from
+//! [`Timeouts`]) that puts the current User-Agent on every request it builds, retries retryable
+//! failures per its [`RetryPolicy`] (or sends once, for callers that retry whole operations),
+//! turns non-success answers into [`ClientError::Status`] (decoding VSS `WrappedException`,
+//! GitHub REST and OAuth error bodies), and attaches the runner's OAuth token with one refresh
+//! after a 401.
 //!
-//! Requests and headers are never logged (they carry tokens); only method, URL and status are.
+//! Requests and headers are never logged (they carry tokens); only method, URL (without its
+//! query: signed URLs carry credentials there) and status are.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use rand::Rng as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue, USER_AGENT};
 use reqwest::{Method, Request, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::auth::TokenProvider;
+/// The client's retry policy (the one type of `client::retry`, re-exported where callers of the
+/// client have always found it).
+pub use super::retry::RetryPolicy;
+use super::timeouts::Timeouts;
 use super::{ClientError, is_retryable_status};
 use crate::protocol::lenient;
 use crate::protocol::vss::WrappedException;
 
-/// Time allowed to establish a TCP/TLS connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default time allowed for a whole request (the official VSS client's 100 s); long polls set
-/// their own per-request timeout.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
 /// Longest error-body excerpt kept in a [`ClientError::Status`] message.
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
-
-/// How often and how patiently to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in total (1 = no retry).
-    pub attempts: u32,
-    /// Shortest pause between attempts.
-    pub min_delay: Duration,
-    /// Longest pause between attempts.
-    pub max_delay: Duration,
-}
-
-impl RetryPolicy {
-    /// The registration REST policy (§8): 3 attempts with a short jittered pause.
-    pub const DEFAULT: RetryPolicy = RetryPolicy {
-        attempts: 3,
-        min_delay: Duration::from_millis(500),
-        max_delay: Duration::from_secs(2),
-    };
-    /// No retries.
-    pub const NONE: RetryPolicy = RetryPolicy {
-        attempts: 1,
-        min_delay: Duration::ZERO,
-        max_delay: Duration::ZERO,
-    };
-
-    /// A random pause in `min_delay..=max_delay`.
-    pub fn delay(&self) -> Duration {
-        if self.max_delay <= self.min_delay {
-            return self.min_delay;
-        }
-        rand::thread_rng().gen_range(self.min_delay..=self.max_delay)
-    }
-}
 
 /// The User-Agent for runner version `version`:
 /// `GitHubActionsRunner-<OS>-<ARCH>/<version> ghrunner-vm/<crate version>`. GitHub's answers
@@ -134,8 +100,8 @@ impl HttpClient {
         let baseline = crate::version::BASELINE.to_string();
         let client = reqwest::Client::builder()
             .user_agent(user_agent_for(&baseline))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Timeouts::OFFICIAL.connect)
+            .timeout(Timeouts::OFFICIAL.request)
             .build()
             .map_err(ClientError::Build)?;
         Ok(HttpClient {
@@ -150,13 +116,9 @@ impl HttpClient {
         self.agent.clone()
     }
 
-    /// The underlying reqwest client, to start building a request.
-    pub fn reqwest(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    /// A request builder for `method url`.
-    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+    /// A request builder for `method url`, carrying the current User-Agent. Every request to
+    /// GitHub starts here.
+    pub fn request<U: reqwest::IntoUrl>(&self, method: Method, url: U) -> RequestBuilder {
         self.client
             .request(method, url)
             .header(USER_AGENT, self.agent.current())
@@ -177,37 +139,53 @@ impl HttpClient {
         &self,
         request: RequestBuilder,
     ) -> Result<(Method, Response), ClientError> {
+        self.execute_with(self.retry, request).await
+    }
+
+    /// Sends per `retry`: transport failures and retryable statuses are tried again while
+    /// attempts are left; a body that cannot be cloned (a stream) is sent once.
+    async fn execute_with(
+        &self,
+        retry: RetryPolicy,
+        request: RequestBuilder,
+    ) -> Result<(Method, Response), ClientError> {
         let request = request.build().map_err(|source| ClientError::Transport {
             method: Method::GET,
             url: String::from("<invalid request>"),
             source,
         })?;
-        let mut attempt = 1;
-        loop {
-            let retryable = attempt < self.retry.attempts;
-            let this = match request.try_clone() {
-                Some(copy) if retryable => copy,
-                _ => {
-                    let method = request.method().clone();
-                    return Ok((method, self.execute_once(request).await?));
-                }
-            };
-            match self.execute_once(this).await {
-                Ok(resp) if !is_retryable_status(resp.status()) => {
-                    return Ok((request.method().clone(), resp));
-                }
-                Err(err) if !err.is_retryable() => return Err(err),
-                outcome => {
-                    let status = outcome.as_ref().ok().map(|r| r.status().as_u16());
-                    tracing::debug!(
-                        method = %request.method(), url = %request.url(), attempt, ?status,
-                        "retrying request"
-                    );
-                }
-            }
-            tokio::time::sleep(self.retry.delay()).await;
-            attempt += 1;
+        let method = request.method().clone();
+        if retry.attempts <= 1 || request.try_clone().is_none() {
+            return Ok((method, self.execute_once(request).await?));
         }
+        let outcome = retry
+            .run_while(
+                || {
+                    let copy = request.try_clone();
+                    async move {
+                        match copy {
+                            Some(copy) => self.execute_once(copy).await,
+                            None => unreachable!("the request was cloned before"),
+                        }
+                    }
+                },
+                |outcome, attempt| {
+                    let again = match outcome {
+                        Ok(resp) => is_retryable_status(resp.status()),
+                        Err(err) => err.is_retryable(),
+                    };
+                    if again {
+                        let status = outcome.as_ref().ok().map(|r| r.status().as_u16());
+                        tracing::debug!(
+                            method = %request.method(), url = %redact_url(request.url()), attempt,
+                            ?status, "retrying request"
+                        );
+                    }
+                    again
+                },
+            )
+            .await;
+        Ok((method, outcome?))
     }
 
     async fn execute_once(&self, request: Request) -> Result<Response, ClientError> {
@@ -225,6 +203,13 @@ impl HttpClient {
     /// Sends a request (with retries) and fails on a non-success status.
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
         let (method, resp) = self.execute_with_method(request).await?;
+        error_for_status(&method, resp).await
+    }
+
+    /// Sends a request once (no retry: for callers that retry the whole operation, see
+    /// [`RetryPolicy::run`]) and fails on a non-success status.
+    pub async fn send_once(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let (method, resp) = self.execute_with(RetryPolicy::NONE, request).await?;
         error_for_status(&method, resp).await
     }
 
@@ -272,10 +257,12 @@ fn with_bearer(request: RequestBuilder, token: &str) -> RequestBuilder {
     }
 }
 
-/// The URL without its query (queries may carry names, never secrets, but stay short).
-fn redact_url(url: &reqwest::Url) -> String {
+/// The URL without query and fragment, for errors and logs (signed blob URLs carry their
+/// credentials in the query).
+pub fn redact_url(url: &reqwest::Url) -> String {
     let mut url = url.clone();
     url.set_query(None);
+    url.set_fragment(None);
     url.to_string()
 }
 
@@ -419,11 +406,8 @@ mod tests {
     }
 
     #[test]
-    fn retry_delay_stays_in_bounds() {
-        let p = RetryPolicy::DEFAULT;
-        for _ in 0..100 {
-            let d = p.delay();
-            assert!(d >= p.min_delay && d <= p.max_delay);
-        }
+    fn redact_drops_the_signature() {
+        let url = reqwest::Url::parse("https://acct.blob/c/b?sv=1&sig=secret#frag").unwrap();
+        assert_eq!(redact_url(&url), "https://acct.blob/c/b");
     }
 }

@@ -1,16 +1,27 @@
-//! HTTP clients for GitHub's runner protocol: registration, OAuth, sessions, messages, jobs.
+//! The wire's one home: every HTTP call to GitHub — registration, OAuth, sessions, broker,
+//! run service, legacy job routes, and the job's reporting (timeline, logs, results service,
+//! signed blob uploads) — goes through [`http::HttpClient`], with one retry policy, one timeout
+//! table, one User-Agent and one TLS setup.
 //!
-//! - [`http::HttpClient`]: the one shared reqwest client (rustls, User-Agent always sent,
-//!   retries with jittered back-off, error bodies decoded into [`ClientError`]).
+//! - [`http::HttpClient`]: the one shared reqwest client (rustls, the current User-Agent on
+//!   every request, error bodies decoded into [`ClientError`]).
+//! - [`retry::RetryPolicy`]: attempts and pauses, per call site: the client's own HTTP-level
+//!   retries (registration: 3×, 0.5–2 s jitter) or a caller's whole operation (reporting: 5×,
+//!   1 s doubling to 8 s, each attempt sent with [`http::HttpClient::send_once`]).
+//! - [`timeouts::Timeouts`]: the time limit of every kind of call.
+//! - [`backoff`]: the listener's and job lifecycle's schedules (poll errors, renewals, …).
 //! - [`auth::TokenProvider`]: the runner's OAuth access token (client-assertion JWT exchange,
 //!   caching, refresh on demand and after a 401).
 //! - [`url::GitHubUrl`]: which REST API and scope a `--url` designates.
 //! - [`registration`]: register and remove runners (legacy and runner-admin flows).
 //!
 //! ```text
-//!   HttpClient ──► execute (retry 3×, 0.5–2 s jitter, none on 4xx) ──► Response
-//!        │                                                                  │ non-2xx
+//!   HttpClient::request ──► (User-Agent of the advertised runner version)
+//!        │
+//!        ├── send / execute ──► retry per the client's RetryPolicy (none on 4xx) ──► Response
+//!        ├── send_once ──► one attempt (the caller's RetryPolicy::run retries the operation)
 //!        └── send_authorized(TokenProvider): Bearer; 401 ⇒ invalidate, refresh, retry once
+//!                                                            non-2xx ⇒ ClientError::Status
 //! ```
 
 use reqwest::{Method, StatusCode};
@@ -22,11 +33,15 @@ pub mod backoff;
 pub mod broker;
 pub mod http;
 pub mod registration;
+pub mod retry;
 pub mod session;
+pub mod timeouts;
 pub mod url;
 
 pub use auth::TokenProvider;
 pub use http::HttpClient;
+pub use retry::RetryPolicy;
+pub use timeouts::Timeouts;
 pub use url::GitHubUrl;
 
 /// Errors talking to GitHub or the Actions service.
@@ -179,6 +194,19 @@ impl ClientError {
             | ClientError::Transport { .. } => true,
             ClientError::Status { status, .. } => is_retryable_status(*status),
             _ => false,
+        }
+    }
+
+    /// The URL requested (without its query), if the error concerns one request.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            ClientError::Unreachable { url, .. }
+            | ClientError::Timeout { url, .. }
+            | ClientError::Transport { url, .. }
+            | ClientError::Status { url, .. }
+            | ClientError::Decode { url, .. }
+            | ClientError::TokenRefused { url, .. } => Some(url),
+            _ => None,
         }
     }
 

@@ -60,7 +60,7 @@ impl<E: JobExecutor> Listener<E> {
             }
         };
         if delete && source == Source::Legacy {
-            let timeout = self.cfg.timings.request_timeout;
+            let timeout = self.cfg.timings.timeouts.short_call;
             if let Err(err) = self
                 .legacy
                 .delete_message(session.id(), message_id, timeout)
@@ -230,7 +230,7 @@ impl<E: JobExecutor> Listener<E> {
                             &job.runner_request_id,
                             jobs.status(),
                             &self.identity(),
-                            timings.acknowledge_timeout,
+                            timings.timeouts.acknowledge,
                         )
                         .await;
                     match ack {

@@ -92,7 +92,7 @@ impl JobChannel for RunServiceChannel {
             &self.job.system_url,
             self.job.job_token.expose(),
             &body,
-            self.timings.request_timeout,
+            self.timings.timeouts.short_call,
         )
         .await
         .map_err(classify_service)?;
@@ -116,7 +116,7 @@ impl JobChannel for RunServiceChannel {
             &self.job.system_url,
             self.job.job_token.expose(),
             &body,
-            self.timings.request_timeout,
+            self.timings.timeouts.short_call,
         )
         .await
         .map_err(classify_service)
@@ -149,14 +149,14 @@ impl JobChannel for LegacyChannel {
     async fn renew(&self) -> Result<Option<DateTime<Utc>>, ChannelError> {
         let answer = self
             .legacy
-            .renew_job_request(self.job.request_id, self.timings.request_timeout)
+            .renew_job_request(self.job.request_id, self.timings.timeouts.short_call)
             .await
             .map_err(classify_client)?;
         Ok(answer.locked_until.as_deref().and_then(parse_vss_datetime))
     }
 
     async fn complete(&self, outcome: &JobOutcome) -> Result<(), ChannelError> {
-        let timeout = self.timings.request_timeout;
+        let timeout = self.timings.timeouts.short_call;
         if self.job.plan_version < PLAN_VERSION_JOB_COMPLETED_EVENT {
             return self
                 .legacy
@@ -213,7 +213,7 @@ pub async fn acquire(
             tokens,
             &job.run_service_url,
             &body,
-            timings.request_timeout,
+            timings.timeouts.short_call,
         )
         .await
         {

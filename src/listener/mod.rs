@@ -369,7 +369,7 @@ impl<E: JobExecutor> Listener<E> {
                 let query = poll_query(id, last_message_id, status, &self.identity());
                 let message = self
                     .legacy
-                    .get_message(&query, timings.long_poll_timeout)
+                    .get_message(&query, timings.timeouts.long_poll)
                     .await
                     .map_err(ServiceError::Client)?;
                 Ok(message.map(|m| (Source::Legacy, m)))
@@ -396,7 +396,7 @@ impl<E: JobExecutor> Listener<E> {
                     session_id,
                     status,
                     &self.identity(),
-                    timings.long_poll_timeout,
+                    timings.timeouts.long_poll,
                 )
                 .await;
             match result {

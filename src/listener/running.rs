@@ -90,7 +90,7 @@ impl<E: JobExecutor> Listener<E> {
             async move {
                 // Fires `finished` however the task ends (a panic included).
                 let _done = done;
-                wait_for_previous(previous, &next, timings.request_timeout).await;
+                wait_for_previous(previous, &next, timings.timeouts.short_call).await;
                 let result = run_job(
                     Arc::new(channel),
                     executor.as_ref(),

@@ -230,7 +230,7 @@ impl<E: JobExecutor> Listener<E> {
     }
 
     async fn try_create_session(&self) -> Result<Session, ServiceError> {
-        let timeout = self.cfg.timings.request_timeout;
+        let timeout = self.cfg.timings.timeouts.short_call;
         self.adopt_current_version();
         let identity = self.identity();
         if let Some(url) = &self.cfg.broker_url {
@@ -292,7 +292,7 @@ impl<E: JobExecutor> Listener<E> {
 
     /// Deletes a session (errors are logged only) and forgets the persisted id.
     pub(super) async fn delete_session(&self, session: &Session) {
-        let timeout = self.cfg.timings.request_timeout;
+        let timeout = self.cfg.timings.timeouts.short_call;
         let result = match session {
             Session::Legacy { id, .. } => self
                 .legacy

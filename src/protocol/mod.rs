@@ -10,10 +10,12 @@ pub mod message;
 pub mod oauth;
 pub mod registration;
 pub mod result;
+pub mod results;
 pub mod secret;
 pub mod session;
 pub mod step;
 pub mod template_token;
+pub mod timeline;
 pub mod vss;
 pub mod wire;
 

@@ -4,7 +4,6 @@
 //! corrupt is ignored (debug log); it never causes an error.
 
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
@@ -12,12 +11,11 @@ use reqwest::header::ACCEPT;
 use serde::{Deserialize, Serialize};
 
 use super::{ParseVersionError, Version};
+use crate::client::Timeouts;
 use crate::client::http::HttpClient;
 
 /// File in the runner directory caching the latest release.
 pub const RELEASE_CACHE_FILE: &str = "runner-release.json";
-/// How long the release request may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest release document read (the real one is tens of KiB).
 const MAX_RELEASE_BYTES: usize = 1 << 20;
 
@@ -98,7 +96,7 @@ pub async fn fetch_latest(http: &HttpClient, url: &str) -> Result<LatestRelease,
     let request = http
         .request(reqwest::Method::GET, url)
         .header(ACCEPT, "application/vnd.github+json")
-        .timeout(FETCH_TIMEOUT);
+        .timeout(Timeouts::OFFICIAL.release_fetch);
     let response = http
         .execute(request)
         .await

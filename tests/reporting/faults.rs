@@ -6,7 +6,7 @@ use super::*;
 #[tokio::test]
 async fn a_timeline_update_refused_for_its_size_is_sent_again_without_the_annotations() {
     let service = Service::refusing_issues().await;
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     let store = service.store();
@@ -35,7 +35,7 @@ async fn legacy_upload_faults_are_retried() {
     service.fail("POST", "/logs", 4);
     service.fail("POST", "/feed", 3);
     service.fail("PUT", "/attachments/", 3);
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     assert!(service.all_faults_hit(), "every fault was hit");
@@ -57,7 +57,7 @@ async fn results_upload_faults_are_retried() {
     service.fail("PUT", "/blob/logs/", 3);
     service.fail("POST", "CreateJobLogsMetadata", 3);
     service.fail("PUT", "/blob/summaries/", 3);
-    let reporter = Reporter::results(service.target(), reqwest::Client::new(), options()).unwrap();
+    let reporter = Reporter::results(service.target(), http(), options()).unwrap();
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     assert!(service.all_faults_hit(), "every fault was hit");
@@ -75,7 +75,7 @@ async fn results_upload_faults_are_retried() {
 async fn a_persistent_failure_is_reported_but_never_fails_the_job() {
     let service = Service::start().await;
     service.fail("PUT", "/attachments/", 1000);
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let outcome = run(reporter, script()).await;
     assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
     assert!(
@@ -100,7 +100,7 @@ async fn plain_blob_storage_gets_the_same_uploads_without_azure_headers() {
     with_store(&service.shared, |store| {
         store.blob_storage_type = "BLOB_STORAGE_TYPE_UNSPECIFIED".into()
     });
-    let reporter = Reporter::results(service.target(), reqwest::Client::new(), options()).unwrap();
+    let reporter = Reporter::results(service.target(), http(), options()).unwrap();
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     let store = service.store();
@@ -117,7 +117,7 @@ async fn a_wrong_token_is_refused_and_reported() {
     let service = Service::start().await;
     let mut target = service.target();
     target.access_token = "wrong".into();
-    let reporter = Reporter::legacy(target, reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(target, http(), options());
     let outcome = run(reporter, script()).await;
     let refused = outcome
         .failures
@@ -154,7 +154,7 @@ async fn a_one_mib_line_is_whole_in_the_log_and_cut_in_the_live_view() {
             at: at(3),
         },
     ];
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let outcome = run(reporter, events).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     let store = service.store();

@@ -41,7 +41,7 @@ fn check_flood_log(lines: &[String]) {
 #[tokio::test]
 async fn legacy_flood_arrives_complete_and_the_live_view_marks_what_it_left_out() {
     let service = Service::start().await;
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let outcome = run(reporter, flood()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
 
@@ -72,7 +72,7 @@ async fn legacy_flood_arrives_complete_and_the_live_view_marks_what_it_left_out(
 #[tokio::test]
 async fn results_flood_arrives_in_sealed_blocks_with_the_full_line_count() {
     let service = Service::start().await;
-    let reporter = Reporter::results(service.target(), reqwest::Client::new(), options()).unwrap();
+    let reporter = Reporter::results(service.target(), http(), options()).unwrap();
     let outcome = run(reporter, flood()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     let store = service.store();
@@ -90,7 +90,7 @@ async fn the_runtime_is_not_held_up_by_a_stuck_service() {
     let gate: Arc<tokio::sync::RwLock<()>> = Arc::default();
     let blocked = Arc::clone(&gate).write_owned().await;
     let service = Service::gated(gate).await;
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let sender = reporter.events();
     let send_all = async {
         for event in flood() {

@@ -6,7 +6,7 @@ use super::*;
 #[tokio::test]
 async fn legacy_reports_records_logs_feed_annotations_and_summary() {
     let service = Service::start().await;
-    let reporter = Reporter::legacy(service.target(), reqwest::Client::new(), options());
+    let reporter = Reporter::legacy(service.target(), http(), options());
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
 
@@ -89,7 +89,7 @@ async fn legacy_reports_records_logs_feed_annotations_and_summary() {
 #[tokio::test]
 async fn results_reports_steps_logs_and_summary() {
     let service = Service::start().await;
-    let reporter = Reporter::results(service.target(), reqwest::Client::new(), options()).unwrap();
+    let reporter = Reporter::results(service.target(), http(), options()).unwrap();
     let outcome = run(reporter, script()).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor};
+use crate::client::HttpClient;
 use crate::config::RunnerSettings;
 use crate::config::settings::{Network, Settings};
 use crate::job::budget::VmBudget;
@@ -81,13 +82,10 @@ pub struct HostRuntime<H: Hypervisor> {
 }
 
 impl<H: Hypervisor> HostRuntime<H> {
-    /// A runtime whose budget comes from `settings.limits` (0 = derive from this host).
-    pub fn new(
-        root: PathBuf,
-        settings: Settings,
-        hypervisor: Arc<H>,
-        http: reqwest::Client,
-    ) -> Self {
+    /// A runtime whose budget comes from `settings.limits` (0 = derive from this host); the
+    /// reporters send through `http` (bind it to the version policy so that they advertise the
+    /// current runner version).
+    pub fn new(root: PathBuf, settings: Settings, hypervisor: Arc<H>, http: HttpClient) -> Self {
         let budget = VmBudget::from_limits(
             settings.limits.max_vm_cpus,
             settings.limits.max_vm_memory_mib,
@@ -114,7 +112,7 @@ impl<H: Hypervisor> HostRuntime<H> {
 /// Starts GitHub reporters for jobs.
 #[derive(Debug, Clone)]
 pub struct ServiceReports {
-    http: reqwest::Client,
+    http: HttpClient,
     options: ReportOptions,
 }
 
@@ -122,8 +120,8 @@ pub struct ServiceReports {
 pub type ReportSetupError = crate::job::report::TargetError;
 
 impl ServiceReports {
-    /// Reporters sending with `http`.
-    pub fn new(http: reqwest::Client, options: ReportOptions) -> Self {
+    /// Reporters sending through `http`, the runner's shared client.
+    pub fn new(http: HttpClient, options: ReportOptions) -> Self {
         ServiceReports { http, options }
     }
 }

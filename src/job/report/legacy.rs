@@ -7,37 +7,32 @@
 //! the record, which goes out with the next PATCH. (The official runner creates one log per
 //! 8 MiB page and points the record at the last one; appending keeps the whole output under one
 //! log id.) Summaries are attached to the job record as `Checks.Step.Summary`, named by step id.
+//!
+//! Every request goes through the shared [`HttpClient`] (one attempt each; the operation is
+//! retried per the reporter's [`RetryPolicy`]). Wire types live in [`crate::protocol::timeline`].
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
+use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
 use super::batch::{FeedBatch, LogChunk};
-use super::record::TimelineRecord;
+use super::record::{TaskLog, TimelineRecord};
 use super::routes::{LEGACY_API_VERSION, LegacyRoute, PlanScope, legacy_url};
 use super::state::{Drain, PendingSummary};
-use super::{
-    REQUEST_TIMEOUT, ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send,
-};
+use super::{ReportError, ReportTarget, Shared, Sink, lock, read_json, send};
+use crate::client::{HttpClient, RetryPolicy, Timeouts};
 
 /// Attachment type of a step summary.
 pub const STEP_SUMMARY_ATTACHMENT: &str = "Checks.Step.Summary";
 
-/// The answer to a log create (`TaskLog`); only the id matters.
-#[derive(Debug, Deserialize)]
-struct TaskLog {
-    #[serde(alias = "Id")]
-    id: i64,
-}
-
 /// Sends drains to the legacy service.
 pub struct LegacySink {
-    http: reqwest::Client,
+    http: HttpClient,
     base: Url,
     scope: PlanScope,
     token: String,
@@ -52,7 +47,7 @@ pub struct LegacySink {
 
 impl LegacySink {
     /// A sink for `target`'s plan.
-    pub fn new(target: ReportTarget, http: reqwest::Client, retry: RetryPolicy) -> Self {
+    pub fn new(target: ReportTarget, http: HttpClient, retry: RetryPolicy) -> Self {
         LegacySink {
             scope: target.scope(),
             base: target.server_url,
@@ -71,10 +66,10 @@ impl LegacySink {
         legacy_url(&self.base, &self.scope, route)
     }
 
-    fn request(&self, method: reqwest::Method, url: &Url) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, url: &Url) -> reqwest::RequestBuilder {
         self.http
             .request(method, url.clone())
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(Timeouts::OFFICIAL.report_request)
             .bearer_auth(&self.token)
             .header(
                 ACCEPT,
@@ -84,7 +79,7 @@ impl LegacySink {
 
     fn json_request(
         &self,
-        method: reqwest::Method,
+        method: Method,
         url: &Url,
         body: &serde_json::Value,
     ) -> reqwest::RequestBuilder {
@@ -138,9 +133,9 @@ impl LegacySink {
         self.retry
             .run(|| {
                 send(
-                    self.json_request(reqwest::Method::PATCH, &url, &body),
+                    &self.http,
+                    self.json_request(Method::PATCH, &url, &body),
                     "timeline records",
-                    &url,
                 )
             })
             .await
@@ -156,12 +151,12 @@ impl LegacySink {
             .retry
             .run(|| async {
                 let response = send(
-                    self.json_request(reqwest::Method::POST, &url, &body),
+                    &self.http,
+                    self.json_request(Method::POST, &url, &body),
                     "log create",
-                    &url,
                 )
                 .await?;
-                read_json(response, "log create", &url).await
+                read_json(response, "log create").await
             })
             .await?;
         Ok(log.id)
@@ -172,10 +167,10 @@ impl LegacySink {
         self.retry
             .run(|| {
                 let request = self
-                    .request(reqwest::Method::POST, &url)
+                    .request(Method::POST, &url)
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .body(data.to_vec());
-                send(request, "log append", &url)
+                send(&self.http, request, "log append")
             })
             .await
             .map(drop)
@@ -219,9 +214,9 @@ impl LegacySink {
         self.retry
             .run(|| {
                 send(
-                    self.json_request(reqwest::Method::POST, &url, &body),
+                    &self.http,
+                    self.json_request(Method::POST, &url, &body),
                     "feed lines",
-                    &url,
                 )
             })
             .await
@@ -237,10 +232,10 @@ impl LegacySink {
         self.retry
             .run(|| {
                 let request = self
-                    .request(reqwest::Method::PUT, &url)
+                    .request(Method::PUT, &url)
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .body(summary.markdown.clone().into_bytes());
-                send(request, "summary attachment", &url)
+                send(&self.http, request, "summary attachment")
             })
             .await
             .map(drop)

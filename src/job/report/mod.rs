@@ -18,9 +18,19 @@
 //! schedule. Full logs are kept in memory until uploaded and are never cut; when more than
 //! [`BACKLOG_MAX_BYTES`] wait, the ingest task pauses until the uploads catch up, which holds
 //! the step (and its guest) back instead of growing memory. Only the live console is bounded by
-//! dropping (excess lines are marked `... (N lines omitted)` there). Every request is retried with exponential back-off
-//! ([`RetryPolicy`]); what still fails is logged and returned in [`ReportOutcome::failures`],
-//! and never fails the job.
+//! dropping (excess lines are marked `... (N lines omitted)` there). Every operation is retried
+//! per [`ReportOptions::retry`] ([`RetryPolicy::REPORTING`]: 5 attempts, 1 s doubling to 8 s);
+//! what still fails is logged and returned in [`ReportOutcome::failures`], and never fails the
+//! job.
+//!
+//! # One client
+//! Both sinks send through the runner's shared [`HttpClient`] (the `client` module): the same
+//! TLS setup, the User-Agent of the advertised runner version, the time limits of
+//! [`Timeouts`](crate::client::Timeouts) (`report_request`, `blob_upload`) and its error type,
+//! wrapped in [`ReportError::Request`] with the operation's name. Each attempt is one request
+//! ([`HttpClient::send_once`]): the retries are the operation's, never nested. Wire types live
+//! with the protocol ([`crate::protocol::timeline`], [`crate::protocol::results`],
+//! [`crate::protocol::completion`]).
 
 pub mod batch;
 pub mod legacy;
@@ -36,9 +46,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use url::Url;
 use uuid::Uuid;
 
+use crate::client::retry::Retryable;
+use crate::client::{ClientError, HttpClient, RetryPolicy};
 use crate::job::events::JobEvent;
 use crate::protocol::TaskResult;
 pub use record::{Completion, CompletionAnnotation, StepResult, TimelineRecord};
@@ -57,9 +68,6 @@ pub const BACKLOG_MAX_BYTES: usize = 32 * 1024 * 1024;
 const BACKLOG_POLL: Duration = Duration::from_millis(50);
 /// How often the upload task drains the state (the official queue's timeline interval).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-/// Timeout of one reporting request (the official VSS client's default send timeout), so a
-/// hung connection cannot hold the uploader forever.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(100);
 /// Final flush rounds allowed to fail before the reporter gives up on what is left.
 pub const FINAL_FLUSH_ATTEMPTS: u32 = 3;
 
@@ -67,35 +75,16 @@ pub const FINAL_FLUSH_ATTEMPTS: u32 = 3;
 /// credentials there).
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// The request could not be sent or its answer not read.
-    #[error("{what} request to {url} failed")]
-    Transport {
+    /// The request could not be sent, was answered with an error status, or its answer could
+    /// not be read. The message names the operation and the URL without its query (signed
+    /// URLs carry credentials there).
+    #[error("{}", request_failure(what, source))]
+    Request {
         /// The operation.
         what: &'static str,
-        /// The URL without query.
-        url: String,
-        /// The cause.
+        /// What the shared client reported (boxed: it is large).
         #[source]
-        source: reqwest::Error,
-    },
-    /// The server answered with an error status.
-    #[error("{what} request to {url} answered {status}")]
-    Status {
-        /// The operation.
-        what: &'static str,
-        /// The URL without query.
-        url: String,
-        /// HTTP status.
-        status: u16,
-    },
-    /// The answer was not the expected JSON.
-    #[error("{what} answer is not valid")]
-    Decode {
-        /// The operation.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
+        source: Box<ClientError>,
     },
     /// A results metadata call answered `ok: false`.
     #[error("{what} was refused by the results service")]
@@ -133,79 +122,50 @@ pub enum ReportError {
 }
 
 impl ReportError {
+    /// A failed request of operation `what`.
+    pub fn request(what: &'static str, error: ClientError) -> ReportError {
+        ReportError::Request {
+            what,
+            source: Box::new(error),
+        }
+    }
+
     /// Whether the server refused the request for its body (413, 400, 422): sending less may
     /// succeed where sending the same again cannot.
     pub fn is_body_rejected(&self) -> bool {
         matches!(
             self,
-            ReportError::Status {
-                status: 400 | 413 | 422,
-                ..
-            }
+            ReportError::Request { source, .. }
+                if source.status().is_some_and(|s| matches!(s.as_u16(), 400 | 413 | 422))
         )
     }
 
-    /// Whether retrying the same request may help (transport errors, 408, 429, 5xx).
+    /// Whether retrying the same request may help: the shared client's classification
+    /// ([`ClientError::is_retryable`]: transport errors, timeouts, 408, 429, 5xx but 501).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ReportError::Transport { .. } => true,
-            ReportError::Status { status, .. } => {
-                *status == 408 || *status == 429 || *status >= 500
-            }
+            ReportError::Request { source, .. } => source.is_retryable(),
             _ => false,
         }
     }
 }
 
-/// Exponential back-off for reporting requests.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub attempts: u32,
-    /// Delay before the second attempt; doubled each time.
-    pub base_delay: Duration,
-    /// Upper bound of one delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        // 5 attempts over ~15 s, like the official runner's inner HTTP retries.
-        RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(8),
-        }
+impl Retryable for ReportError {
+    fn is_retryable(&self) -> bool {
+        ReportError::is_retryable(self)
     }
 }
 
-impl RetryPolicy {
-    /// The delay after failed attempt `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-
-    /// Runs `op` until it succeeds, fails for good, or attempts run out.
-    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, ReportError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ReportError>>,
-    {
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(err) if err.is_retryable() && attempt < self.attempts => {
-                    tracing::debug!(attempt, error = %err, "reporting request failed, retrying");
-                    tokio::time::sleep(self.delay(attempt)).await;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-            }
+/// The message of a failed request: `<what> request to <url> answered <status>` (or
+/// `... failed`, or `<what> answer from <url> is not valid`).
+fn request_failure(what: &str, error: &ClientError) -> String {
+    let url = error.url().unwrap_or("the service");
+    match error {
+        ClientError::Status { status, .. } => {
+            format!("{what} request to {url} answered {}", status.as_u16())
         }
+        ClientError::Decode { .. } => format!("{what} answer from {url} is not valid"),
+        _ => format!("{what} request to {url} failed"),
     }
 }
 
@@ -221,7 +181,7 @@ pub struct ReportOptions {
 impl Default for ReportOptions {
     fn default() -> Self {
         ReportOptions {
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::REPORTING,
             flush_interval: FLUSH_INTERVAL,
         }
     }
@@ -270,7 +230,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts a legacy (VSS) reporter. Must be called inside a tokio runtime.
-    pub fn legacy(target: ReportTarget, http: reqwest::Client, options: ReportOptions) -> Reporter {
+    pub fn legacy(target: ReportTarget, http: HttpClient, options: ReportOptions) -> Reporter {
         let state = ReportState::new(&target.identity(), batch::LEGACY_PAGE_BYTES);
         let sink = legacy::LegacySink::new(target, http, options.retry);
         Reporter::start(state, sink, options)
@@ -279,7 +239,7 @@ impl Reporter {
     /// Starts a results-service reporter. Must be called inside a tokio runtime.
     pub fn results(
         target: ReportTarget,
-        http: reqwest::Client,
+        http: HttpClient,
         options: ReportOptions,
     ) -> Result<Reporter, ReportError> {
         let state = ReportState::new(&target.identity(), batch::RESULTS_BLOCK_BYTES);
@@ -414,90 +374,78 @@ async fn upload<S: Sink>(
     }
 }
 
-/// The URL without query and fragment, for errors and logs.
-pub(crate) fn redact(url: &Url) -> String {
-    let mut clean = url.clone();
-    clean.set_query(None);
-    clean.set_fragment(None);
-    clean.to_string()
-}
-
-/// Sends a request and turns transport errors and error statuses into [`ReportError`].
+/// Sends one attempt of an operation through the shared client (the operation's
+/// [`RetryPolicy::run`] does the retrying).
 pub(crate) async fn send(
+    http: &HttpClient,
     request: reqwest::RequestBuilder,
     what: &'static str,
-    url: &Url,
 ) -> Result<reqwest::Response, ReportError> {
-    let response = request
-        .send()
+    http.send_once(request)
         .await
-        .map_err(|source| ReportError::Transport {
-            what,
-            url: redact(url),
-            source,
-        })?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(ReportError::Status {
-            what,
-            url: redact(url),
-            status: status.as_u16(),
-        });
-    }
-    Ok(response)
+        .map_err(|source| ReportError::request(what, source))
 }
 
 /// Reads a JSON answer (tolerating a UTF-8 BOM).
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
     what: &'static str,
-    url: &Url,
 ) -> Result<T, ReportError> {
-    let bytes = response
-        .bytes()
+    crate::client::http::read_json(response)
         .await
-        .map_err(|source| ReportError::Transport {
-            what,
-            url: redact(url),
-            source,
-        })?;
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    serde_json::from_slice(body).map_err(|source| ReportError::Decode { what, source })
+        .map_err(|source| ReportError::request(what, source))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use url::Url;
 
-    #[test]
-    fn retry_delay_doubles_up_to_the_cap() {
-        let policy = RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(350),
-        };
-        let delays: Vec<u128> = (1..=4).map(|n| policy.delay(n).as_millis()).collect();
-        assert_eq!(delays, vec![100, 200, 350, 350]);
-        assert_eq!(RetryPolicy::default().delay(40), Duration::from_secs(8));
+    fn status(code: u16) -> ReportError {
+        ReportError::request(
+            "log append",
+            ClientError::Status {
+                method: reqwest::Method::POST,
+                url: "http://h/logs/3".into(),
+                status: reqwest::StatusCode::from_u16(code).unwrap(),
+                type_key: None,
+                message: None,
+                error_code: None,
+            },
+        )
     }
 
     #[test]
     fn only_transient_statuses_are_retryable() {
-        let status = |status| ReportError::Status {
-            what: "x",
-            url: String::new(),
-            status,
-        };
         assert!(status(503).is_retryable());
         assert!(status(429).is_retryable());
+        assert!(status(408).is_retryable());
         assert!(!status(404).is_retryable());
+        assert!(!status(401).is_retryable());
         assert!(!ReportError::Refused { what: "x" }.is_retryable());
+        assert!(status(413).is_body_rejected());
+        assert!(status(422).is_body_rejected());
+        assert!(!status(503).is_body_rejected());
     }
 
     #[test]
-    fn redact_drops_the_signature() {
-        let url = Url::parse("https://acct.blob/c/b?sv=1&sig=secret").unwrap();
-        assert_eq!(redact(&url), "https://acct.blob/c/b");
+    fn messages_name_the_operation_url_and_status() {
+        assert_eq!(
+            status(401).to_string(),
+            "log append request to http://h/logs/3 answered 401"
+        );
+        let decode = ReportError::request(
+            "log create",
+            ClientError::Decode {
+                url: "http://h/logs".into(),
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+        );
+        assert_eq!(
+            decode.to_string(),
+            "log create answer from http://h/logs is not valid"
+        );
+        assert!(!decode.is_retryable());
     }
 
     #[test]
@@ -515,46 +463,5 @@ mod tests {
             results_url: None,
         };
         assert!(!format!("{target:?}").contains("s3cr3t"));
-    }
-
-    #[tokio::test]
-    async fn retry_stops_on_a_permanent_error_and_succeeds_after_transient_ones() {
-        let policy = RetryPolicy {
-            attempts: 4,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-        };
-        let mut calls = 0;
-        let ok = policy
-            .run(|| {
-                calls += 1;
-                let result = if calls < 3 {
-                    Err(ReportError::Status {
-                        what: "x",
-                        url: String::new(),
-                        status: 503,
-                    })
-                } else {
-                    Ok(calls)
-                };
-                async move { result }
-            })
-            .await;
-        assert_eq!(ok.unwrap(), 3);
-        let mut calls = 0;
-        let err = policy
-            .run(|| {
-                calls += 1;
-                async {
-                    Err::<(), _>(ReportError::Status {
-                        what: "x",
-                        url: String::new(),
-                        status: 404,
-                    })
-                }
-            })
-            .await;
-        assert!(err.is_err());
-        assert_eq!(calls, 1);
     }
 }

@@ -1,4 +1,7 @@
-//! Timeline records, issues and the per-step results of `completejob` (pure, no I/O).
+//! Filling timeline records, issues and the per-step results of `completejob` (pure, no I/O).
+//! The wire types themselves live with the protocol ([`crate::protocol::timeline`],
+//! [`crate::protocol::completion`]); this module maps the runtime's annotations onto them and
+//! queues changed records.
 //!
 //! A job has one `Job` record and one `Task` record per step (parent = the job record). Records
 //! travel whole: the reporter keeps the current state of each one and sends a snapshot of every
@@ -8,128 +11,15 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::job::events::{Annotation, AnnotationLevel};
-use crate::protocol::TaskResult;
 pub use crate::protocol::completion::{Completion, CompletionAnnotation, StepResult};
-
-/// `TimelineRecord.type` of the job's own record.
-pub const RECORD_TYPE_JOB: &str = "Job";
-/// `TimelineRecord.type` of a step's record.
-pub const RECORD_TYPE_TASK: &str = "Task";
-
-/// `TimelineRecordState` (wire: camelCase strings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RecordState {
-    /// Not started yet.
-    Pending,
-    /// Running.
-    InProgress,
-    /// Finished (see `result`).
-    Completed,
-}
-
-impl RecordState {
-    /// The wire word (`pending`, `inProgress`, `completed`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordState::Pending => "pending",
-            RecordState::InProgress => "inProgress",
-            RecordState::Completed => "completed",
-        }
-    }
-}
-
-/// `TaskLogReference`: the log attached to a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogRef {
-    /// The log id returned by the log-create call.
-    pub id: i64,
-}
-
-/// A timeline issue (an annotation on the legacy path).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Issue {
-    /// `error`, `warning` or `notice`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Always `General` for workflow-command annotations.
-    pub category: String,
-    /// The message.
-    pub message: String,
-    /// Raised by the runner itself, not by the workflow.
-    pub is_infrastructure_issue: bool,
-    /// `file`, `line`, `endLine`, `col`, `endColumn`, `title`, `logFileLineNumber` (strings).
-    pub data: serde_json::Map<String, serde_json::Value>,
-}
-
-/// One timeline record as PATCHed to `.../timelines/{timelineId}/records` (camelCase).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TimelineRecord {
-    /// Record id (the step id, or the job id for the job record).
-    pub id: Uuid,
-    /// The job record's id for steps; none for the job record.
-    pub parent_id: Option<Uuid>,
-    /// `Job` or `Task`.
-    #[serde(rename = "type")]
-    pub record_type: String,
-    /// Display name.
-    pub name: String,
-    /// 1-based step number (the job record has none).
-    pub order: Option<u32>,
-    /// Pending, in progress or completed.
-    pub state: RecordState,
-    /// Final result, once completed.
-    pub result: Option<TaskResult>,
-    /// When it started (ISO-8601).
-    pub start_time: Option<DateTime<Utc>>,
-    /// When it finished (ISO-8601).
-    pub finish_time: Option<DateTime<Utc>>,
-    /// The log holding this record's output, once created.
-    pub log: Option<LogRef>,
-    /// Number of error issues.
-    pub error_count: u32,
-    /// Number of warning issues.
-    pub warning_count: u32,
-    /// Number of notice issues.
-    pub notice_count: u32,
-    /// Issues raised while this record ran.
-    pub issues: Vec<Issue>,
-    /// The runner's name.
-    pub worker_name: Option<String>,
-    /// Attempt number (always 1: we never retry a step).
-    pub attempt: u32,
-}
+pub use crate::protocol::timeline::{
+    Issue, LogRef, RECORD_TYPE_JOB, RECORD_TYPE_TASK, RecordState, TaskLog, TimelineRecord,
+};
 
 impl TimelineRecord {
-    /// A record in the `pending` state.
-    pub fn new(id: Uuid, parent_id: Option<Uuid>, record_type: &str, name: &str) -> Self {
-        TimelineRecord {
-            id,
-            parent_id,
-            record_type: record_type.to_owned(),
-            name: name.to_owned(),
-            order: None,
-            state: RecordState::Pending,
-            result: None,
-            start_time: None,
-            finish_time: None,
-            log: None,
-            error_count: 0,
-            warning_count: 0,
-            notice_count: 0,
-            issues: Vec::new(),
-            worker_name: None,
-            attempt: 1,
-        }
-    }
-
     /// Counts an annotation and, while fewer than [`MAX_ISSUES_PER_TYPE`] of its type are on the
     /// record, adds it as an issue; returns whether it was added. The official runner keeps the
     /// same number of issues (`ExecutionContext.AddIssue`) but stops counting there; the counters
@@ -259,6 +149,8 @@ pub use crate::protocol::lifecycle::format_timestamp as results_timestamp;
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+
     use super::*;
 
     fn annotation(level: AnnotationLevel) -> Annotation {
@@ -312,20 +204,6 @@ mod tests {
         let warning =
             CompletionAnnotation::from_annotation(&annotation(AnnotationLevel::Warning), None);
         assert_eq!(warning.level, "warning");
-    }
-
-    #[test]
-    fn record_serializes_camel_case_with_type_and_state() {
-        let mut record =
-            TimelineRecord::new(Uuid::nil(), Some(Uuid::max()), RECORD_TYPE_TASK, "Run make");
-        record.state = RecordState::InProgress;
-        record.log = Some(LogRef { id: 7 });
-        let json = serde_json::to_value(&record).unwrap();
-        assert_eq!(json["type"], "Task");
-        assert_eq!(json["state"], "inProgress");
-        assert_eq!(json["parentId"], "ffffffff-ffff-ffff-ffff-ffffffffffff");
-        assert_eq!(json["log"]["id"], 7);
-        assert_eq!(json["errorCount"], 0);
     }
 
     #[test]

@@ -9,134 +9,33 @@
 //!   cumulative line count;
 //! * summaries → `GetStepSummarySignedBlobURL`, one PUT, `CreateStepSummaryMetadata`.
 //!
-//! Azure blobs get the `x-ms-*` headers; `BLOB_STORAGE_TYPE_UNSPECIFIED` gets the same PUTs
-//! without them. The results path has no REST live feed (the official runner uses a websocket,
+//! Every request goes through the shared [`HttpClient`] (one attempt each; the operation is
+//! retried per the reporter's [`RetryPolicy`]). Signed blob URLs get no `Authorization`: the
+//! signature in their query is the credential. Azure blobs get the `x-ms-*` headers;
+//! `BLOB_STORAGE_TYPE_UNSPECIFIED` gets the same PUTs without them. Wire types live in
+//! [`crate::protocol::results`]. The results path has no REST live feed (the official runner uses a websocket,
 //! not implemented here): console batches are counted and dropped, the full logs carry every
 //! line.
 
+use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
 use super::batch::LogChunk;
-use super::record::{RECORD_TYPE_TASK, RecordState, TimelineRecord, results_timestamp};
+use super::record::{RECORD_TYPE_TASK, TimelineRecord, results_timestamp};
 use super::routes::{WORKFLOW_STEPS_UPDATE, append_block_url, results_receiver_url, results_url};
 use super::state::{Drain, PendingSummary};
-use super::{
-    REQUEST_TIMEOUT, ReportError, ReportTarget, RetryPolicy, Shared, Sink, lock, read_json, send,
+use super::{ReportError, ReportTarget, Shared, Sink, lock, read_json, send};
+use crate::client::{HttpClient, RetryPolicy, Timeouts};
+pub use crate::protocol::results::{
+    BLOB_STORAGE_AZURE, OkAnswer, SignedUrl, WorkflowStep, conclusion_code, status_code,
 };
-use crate::protocol::TaskResult;
-
-/// `blob_storage_type` of Azure blob storage.
-pub const BLOB_STORAGE_AZURE: &str = "BLOB_STORAGE_TYPE_AZURE";
-
-/// `Status` code of a step (`0` unknown, `3` in progress, `5` pending, `6` completed).
-pub fn status_code(state: RecordState) -> i32 {
-    match state {
-        RecordState::InProgress => 3,
-        RecordState::Pending => 5,
-        RecordState::Completed => 6,
-    }
-}
-
-/// `Conclusion` code of a step (`0` unknown, `2` success, `3` failure, `4` cancelled,
-/// `7` skipped).
-pub fn conclusion_code(result: Option<TaskResult>) -> i32 {
-    match result {
-        Some(TaskResult::Succeeded | TaskResult::SucceededWithIssues) => 2,
-        Some(TaskResult::Failed) => 3,
-        Some(TaskResult::Canceled) => 4,
-        Some(TaskResult::Skipped) => 7,
-        Some(TaskResult::Abandoned) | None => 0,
-    }
-}
-
-/// One step of `WorkflowStepsUpdate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WorkflowStep {
-    /// The step's record id.
-    pub external_id: Uuid,
-    /// 1-based number.
-    pub number: u32,
-    /// Display name.
-    pub name: String,
-    /// Status code.
-    pub status: i32,
-    /// Start (`yyyy-MM-ddTHH:mm:ss.fffZ`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    /// End.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
-    /// Conclusion code.
-    pub conclusion: i32,
-}
-
-impl WorkflowStep {
-    /// Maps a `Task` record.
-    pub fn from_record(record: &TimelineRecord) -> Self {
-        WorkflowStep {
-            external_id: record.id,
-            number: record.order.unwrap_or(0),
-            name: record.name.clone(),
-            status: status_code(record.state),
-            started_at: record.start_time.map(results_timestamp),
-            completed_at: record.finish_time.map(results_timestamp),
-            conclusion: conclusion_code(record.result),
-        }
-    }
-}
-
-/// Answer of the `Get*SignedBlobURL` calls (`logs_url` or `summary_url`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct SignedUrl {
-    /// Log upload URL.
-    #[serde(default)]
-    pub logs_url: Option<String>,
-    /// Summary upload URL.
-    #[serde(default)]
-    pub summary_url: Option<String>,
-    /// `BLOB_STORAGE_TYPE_AZURE`, `BLOB_STORAGE_TYPE_UNSPECIFIED` (or their integer codes).
-    #[serde(default)]
-    pub blob_storage_type: Option<serde_json::Value>,
-    /// Largest accepted size (int64: number or string).
-    #[serde(default, deserialize_with = "int64")]
-    pub soft_size_limit: Option<u64>,
-}
-
-impl SignedUrl {
-    /// Whether uploads use the Azure blob protocol headers.
-    pub fn is_azure(&self) -> bool {
-        match &self.blob_storage_type {
-            Some(serde_json::Value::String(kind)) => kind.eq_ignore_ascii_case(BLOB_STORAGE_AZURE),
-            Some(serde_json::Value::Number(code)) => code.as_i64() == Some(1),
-            _ => false,
-        }
-    }
-}
-
-/// Reads a protobuf int64 given as a number or a string.
-fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    let raw = Option::<serde_json::Value>::deserialize(deserializer)?;
-    Ok(match raw {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    })
-}
-
-/// Answer of the metadata and step-update calls.
-#[derive(Debug, Deserialize)]
-struct OkAnswer {
-    #[serde(default)]
-    ok: bool,
-}
 
 /// Sends drains to the results service.
 pub struct ResultsSink {
-    http: reqwest::Client,
+    http: HttpClient,
     base: Url,
     token: String,
     plan_id: Uuid,
@@ -152,7 +51,7 @@ impl ResultsSink {
     /// A sink for `target`; fails when the job names no results endpoint.
     pub fn new(
         target: ReportTarget,
-        http: reqwest::Client,
+        http: HttpClient,
         retry: RetryPolicy,
     ) -> Result<Self, ReportError> {
         let base = target.results_url.ok_or(ReportError::NoResultsEndpoint)?;
@@ -180,14 +79,14 @@ impl ResultsSink {
             .run(|| async {
                 let request = self
                     .http
-                    .post(url.clone())
-                    .timeout(REQUEST_TIMEOUT)
+                    .request(Method::POST, url.clone())
+                    .timeout(Timeouts::OFFICIAL.report_request)
                     .bearer_auth(&self.token)
                     .header(ACCEPT, "application/json")
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_string());
-                let response = send(request, what, url).await?;
-                read_json(response, what, url).await
+                let response = send(&self.http, request, what).await?;
+                read_json(response, what).await
             })
             .await
     }
@@ -324,10 +223,11 @@ impl ResultsSink {
     ) -> Result<(), ReportError> {
         self.retry
             .run(|| {
+                // No Authorization: the signed URL is the credential.
                 let mut request = self
                     .http
-                    .put(url.clone())
-                    .timeout(REQUEST_TIMEOUT)
+                    .request(Method::PUT, url.clone())
+                    .timeout(Timeouts::OFFICIAL.blob_upload)
                     .header(CONTENT_TYPE, "text/plain");
                 let body: Vec<u8> = match write {
                     BlobWrite::CreateAppend => {
@@ -351,7 +251,7 @@ impl ResultsSink {
                     }
                 };
                 let request = request.header(CONTENT_LENGTH, body.len()).body(body);
-                send(request, write.what(), url)
+                send(&self.http, request, write.what())
             })
             .await
             .map(drop)
@@ -444,75 +344,5 @@ impl Sink for ResultsSink {
             );
         }
         std::mem::take(&mut self.failures)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_and_conclusion_codes_follow_the_official_runner() {
-        assert_eq!(
-            [
-                RecordState::Pending,
-                RecordState::InProgress,
-                RecordState::Completed
-            ]
-            .map(status_code),
-            [5, 3, 6]
-        );
-        let results = [
-            Some(TaskResult::Succeeded),
-            Some(TaskResult::SucceededWithIssues),
-            Some(TaskResult::Failed),
-            Some(TaskResult::Canceled),
-            Some(TaskResult::Skipped),
-            Some(TaskResult::Abandoned),
-            None,
-        ];
-        assert_eq!(results.map(conclusion_code), [2, 2, 3, 4, 7, 0, 0]);
-    }
-
-    #[test]
-    fn step_is_snake_case_with_integer_enums() {
-        let mut record = TimelineRecord::new(
-            Uuid::from_u128(5),
-            Some(Uuid::nil()),
-            RECORD_TYPE_TASK,
-            "Run",
-        );
-        record.order = Some(2);
-        record.state = RecordState::Completed;
-        record.result = Some(TaskResult::Failed);
-        let json = serde_json::to_value(WorkflowStep::from_record(&record)).unwrap();
-        assert_eq!(json["external_id"], "00000000-0000-0000-0000-000000000005");
-        assert_eq!(
-            (json["status"].as_i64(), json["conclusion"].as_i64()),
-            (Some(6), Some(3))
-        );
-        assert_eq!(json["number"], 2);
-        assert!(json.get("started_at").is_none());
-    }
-
-    #[test]
-    fn signed_url_accepts_int64_as_string_and_enum_as_name_or_code() {
-        let named: SignedUrl = serde_json::from_str(
-            r#"{"logs_url":"http://b/x?sig=1","blob_storage_type":"BLOB_STORAGE_TYPE_AZURE","soft_size_limit":"1024"}"#,
-        )
-        .unwrap();
-        assert!(named.is_azure());
-        assert_eq!(named.soft_size_limit, Some(1024));
-        let coded: SignedUrl = serde_json::from_str(
-            r#"{"summary_url":"u","blob_storage_type":1,"soft_size_limit":5,"extra":true}"#,
-        )
-        .unwrap();
-        assert!(coded.is_azure());
-        assert_eq!(coded.soft_size_limit, Some(5));
-        let plain: SignedUrl = serde_json::from_str(
-            r#"{"logs_url":"u","blob_storage_type":"BLOB_STORAGE_TYPE_UNSPECIFIED"}"#,
-        )
-        .unwrap();
-        assert!(!plain.is_azure());
     }
 }
