@@ -304,4 +304,5 @@ mod faults;
 mod floods;
 #[path = "reporting/paths.rs"]
 mod paths;
+#[path = "reporting/wire.rs"]
 mod wire;
