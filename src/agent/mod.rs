@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod executor;
+pub mod register;
 pub mod status;
 
 use std::net::SocketAddr;

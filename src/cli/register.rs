@@ -1,19 +1,21 @@
-//! `ghrunner-vm register`.
+//! `ghrunner-vm register`: asks for what is missing (on a terminal), then registers through
+//! [`crate::agent::register`] and prints what it did.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::client::registration::{self, RegisterOptions};
+use crate::agent::register::{
+    default_name, parse_images, refuse_existing, register_jit, register_one, runner_names,
+};
+use crate::client::registration::RegisterOptions;
 use crate::client::{GitHubUrl, HttpClient};
-use crate::config::runner::{self as runner_files, Registration};
-use crate::config::{Settings, jit};
-use crate::crypto::rsa::RunnerKey;
+use crate::config::Settings;
+use crate::config::runner as runner_files;
 use crate::exit::ExitStatus;
-use crate::image::Image;
 use crate::protocol::Secret;
 use crate::version::VersionPolicy;
 
@@ -80,9 +82,6 @@ pub struct RegisterArgs {
     pub count: u32,
 }
 
-/// Most runners one `register --count` may create.
-pub const MAX_COUNT: u32 = 64;
-
 /// Runs `register`.
 pub async fn run(args: RegisterArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let dir = global.runner_dir()?;
@@ -97,7 +96,13 @@ pub async fn run(args: RegisterArgs, global: &GlobalArgs) -> anyhow::Result<Exit
     }
     if let Some(source) = &args.jitconfig {
         let blob = read_jitconfig(source)?;
-        register_jit(&blob, &dir, args.replace)?;
+        let registration = register_jit(&blob, &dir, args.replace)?;
+        println!(
+            "Runner {} (id {}) configured from --jitconfig in {}",
+            registration.runner.agent_name,
+            registration.runner.agent_id,
+            registration.dir.display()
+        );
     } else {
         let versions = crate::version::policy_for_dir(&dir, &settings).await?;
         register_with_token(&args, &dir, labels, &versions).await?;
@@ -109,30 +114,6 @@ pub async fn run(args: RegisterArgs, global: &GlobalArgs) -> anyhow::Result<Exit
         }
     }
     Ok(ExitStatus::Success)
-}
-
-/// `--image LABEL=DIR` pairs, each DIR a valid image directory (made absolute).
-fn parse_images(specs: &[String]) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let mut images = Vec::new();
-    for spec in specs {
-        let Some((label, dir)) = spec.split_once('=') else {
-            bail!("--image {spec:?}: expected LABEL=IMAGE_DIR");
-        };
-        let label = label.trim();
-        if label.is_empty() || label.contains(',') {
-            bail!("--image {spec:?}: the label must be non-empty and contain no comma");
-        }
-        let dir = std::path::absolute(Path::new(dir.trim()))
-            .with_context(|| format!("--image {spec:?}: cannot resolve {dir:?}"))?;
-        Image::load(&dir).with_context(|| {
-            format!(
-                "--image {label}={}: not a runner image directory",
-                dir.display()
-            )
-        })?;
-        images.push((label.to_owned(), dir));
-    }
-    Ok(images)
 }
 
 /// Largest JIT configuration read from a file or standard input (real ones are a few KiB).
@@ -166,36 +147,6 @@ fn read_jitconfig(source: &str) -> anyhow::Result<String> {
         bail!("--jitconfig is empty");
     }
     Ok(blob.to_owned())
-}
-
-fn register_jit(blob: &str, dir: &Path, replace: bool) -> anyhow::Result<()> {
-    let config = jit::decode(blob)?;
-    let name = config.runner.agent_name.clone();
-    refuse_existing(dir, &name, replace)?;
-    let registration = Registration {
-        dir: runner_files::registration_dir(dir, &name)?,
-        runner: config.runner,
-        credentials: config.credentials,
-        key: config.key,
-    };
-    registration.save()?;
-    println!(
-        "Runner {name} (id {}) configured from --jitconfig in {}",
-        registration.runner.agent_id,
-        registration.dir.display()
-    );
-    Ok(())
-}
-
-fn refuse_existing(dir: &Path, name: &str, replace: bool) -> anyhow::Result<()> {
-    if !replace && runner_files::registration_exists(dir, name)? {
-        bail!(
-            "a runner named {name:?} is already registered in {}: pass --replace to register it \
-             again, or `ghrunner-vm remove` it first",
-            runner_files::registration_dir(dir, name)?.display()
-        );
-    }
-    Ok(())
 }
 
 async fn register_with_token(
@@ -240,70 +191,18 @@ async fn register_with_token(
             disable_update: args.disable_update,
             runner_version: runner_version.clone(),
         };
-        register_one(&http, &github, &token, &opts, dir).await?;
+        println!("Registering runner {} with {}", opts.name, github.url);
+        let mut progress = |line: &str| println!("  {line}");
+        let registration = register_one(&http, &github, &token, &opts, dir, &mut progress).await?;
+        println!(
+            "Runner {} registered (id {}, labels {}) in {}",
+            registration.runner.agent_name,
+            registration.runner.agent_id,
+            registration.runner.labels.join(","),
+            registration.dir.display()
+        );
     }
     Ok(())
-}
-
-async fn register_one(
-    http: &HttpClient,
-    github: &GitHubUrl,
-    token: &Secret,
-    opts: &RegisterOptions,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    println!("Registering runner {} with {}", opts.name, github.url);
-    let key = RunnerKey::generate()?;
-    let mut progress = |line: &str| println!("  {line}");
-    let registered = registration::register(http, github, token, &key, opts, &mut progress)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot register runner {:?} (as official runner version {})",
-                opts.name, opts.runner_version
-            )
-        })?;
-    let registration = Registration {
-        dir: runner_files::registration_dir(dir, &opts.name)?,
-        runner: registered.runner,
-        credentials: registered.credentials,
-        key,
-    };
-    registration.save()?;
-    tracing::info!(
-        name = %registration.runner.agent_name,
-        id = registration.runner.agent_id,
-        replaced = registered.replaced,
-        "runner registered"
-    );
-    println!(
-        "Runner {} registered (id {}, labels {}) in {}",
-        registration.runner.agent_name,
-        registration.runner.agent_id,
-        registration.runner.labels.join(","),
-        registration.dir.display()
-    );
-    Ok(())
-}
-
-/// `NAME` for one runner, `NAME-1` … `NAME-N` for several.
-pub fn runner_names(base: &str, count: u32) -> anyhow::Result<Vec<String>> {
-    match count {
-        0 => bail!("--count must be at least 1"),
-        1 => Ok(vec![base.to_owned()]),
-        n if n > MAX_COUNT => bail!("--count must be at most {MAX_COUNT}"),
-        n => Ok((1..=n).map(|i| format!("{base}-{i}")).collect()),
-    }
-}
-
-/// The host name, as a runner name.
-fn default_name() -> String {
-    nix::sys::utsname::uname()
-        .ok()
-        .and_then(|u| u.nodename().to_str().map(str::to_owned))
-        .map(|h| h.split('.').next().unwrap_or_default().to_owned())
-        .filter(|h| runner_files::validate_name(h).is_ok())
-        .unwrap_or_else(|| "ghrunner-vm".to_owned())
 }
 
 /// Asks on the terminal; an empty answer takes `default`.
@@ -320,29 +219,5 @@ fn prompt(question: &str, default: Option<&str>) -> anyhow::Result<String> {
         (false, _) => Ok(answer.to_owned()),
         (true, Some(d)) => Ok(d.to_owned()),
         (true, None) => bail!("{question} is required"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn count_names_runners_with_suffixes() {
-        assert_eq!(runner_names("r", 1).unwrap(), ["r"]);
-        assert_eq!(runner_names("r", 3).unwrap(), ["r-1", "r-2", "r-3"]);
-        assert!(runner_names("r", 0).is_err());
-        assert!(runner_names("r", MAX_COUNT + 1).is_err());
-    }
-
-    #[test]
-    fn image_specs_need_label_and_image_dir() {
-        assert!(parse_images(&["nolabel".into()]).is_err());
-        assert!(parse_images(&["=/tmp".into()]).is_err());
-        let err = parse_images(&["tiny=/nonexistent-dir".into()]).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("not a runner image directory"),
-            "{err:#}"
-        );
     }
 }

@@ -1,14 +1,13 @@
-//! `ghrunner-vm remove`.
+//! `ghrunner-vm remove`: asks for the remove token (on a terminal), then removes every
+//! registration through [`crate::agent::register::remove_all`], printing each step.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::client::HttpClient;
-use crate::client::registration;
-use crate::config::runner::{self as runner_files, RUNNER_FILE, Registration};
+use crate::agent::register::{registrations, remove_all};
 use crate::exit::ExitStatus;
 use crate::protocol::Secret;
 
@@ -32,10 +31,7 @@ pub struct RemoveArgs {
 /// its local files. A registration the server no longer knows is only deleted locally.
 pub async fn run(args: RemoveArgs, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
     let dir = global.runner_dir()?;
-    let dirs = runner_files::list_registration_dirs(&dir)?;
-    if dirs.is_empty() {
-        bail!("no runner is registered in {}", dir.display());
-    }
+    let dirs = registrations(&dir)?;
     let token = match &args.token {
         Some(token) => Secret::new(token.clone()),
         None if !args.unattended && std::io::stdin().is_terminal() => {
@@ -50,28 +46,7 @@ pub async fn run(args: RemoveArgs, global: &GlobalArgs) -> anyhow::Result<ExitSt
     if token.is_empty() {
         bail!("the remove token is empty");
     }
-    let http = HttpClient::new()?;
-    for reg_dir in dirs {
-        let runner = runner_files::load_runner_settings(&reg_dir.join(RUNNER_FILE))?;
-        println!(
-            "Removing runner {} (id {})",
-            runner.agent_name, runner.agent_id
-        );
-        let mut progress = |line: &str| println!("  {line}");
-        let found = registration::remove(&http, &runner, &token, &mut progress)
-            .await
-            .with_context(|| {
-                format!("cannot remove runner {:?} on the server", runner.agent_name)
-            })?;
-        if !found {
-            println!(
-                "  The server no longer knows runner {}; deleting the local files",
-                runner.agent_name
-            );
-        }
-        Registration::delete_files(&reg_dir)?;
-        tracing::info!(name = %runner.agent_name, id = runner.agent_id, "runner removed");
-        println!("Runner {} removed", runner.agent_name);
-    }
+    let mut progress = |line: &str| println!("{line}");
+    remove_all(dirs, &token, &mut progress).await?;
     Ok(ExitStatus::Success)
 }
