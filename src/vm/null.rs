@@ -161,4 +161,25 @@ mod tests {
             }
         );
     }
+
+    #[tokio::test]
+    async fn copy_tree_is_accepted_and_an_escaping_tree_still_refused() {
+        use std::os::unix::fs::symlink;
+        let vm = NullVm {
+            id: "t".into(),
+            exec_delay: Duration::ZERO,
+        };
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tree.path().join("dist")).unwrap();
+        std::fs::write(tree.path().join("dist/index.js"), "1").unwrap();
+        vm.copy_tree(tree.path(), "/work/_actions/o/r/v1")
+            .await
+            .expect("the null VM takes any tree");
+        symlink("../../etc", tree.path().join("dist/escape")).unwrap();
+        let err = vm
+            .copy_tree(tree.path(), "/work/_actions/o/r/v1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VmError::UncopyableTree { .. }), "{err}");
+    }
 }
