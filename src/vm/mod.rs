@@ -54,7 +54,7 @@ pub mod shell;
 pub mod ssh;
 pub mod tree;
 
-/// What a job asks of its VM.
+/// What a VM is launched with.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     /// Unique name of this VM on the host (used for its work directory and logs), chosen by

@@ -1,5 +1,7 @@
-//! A backend whose VMs run nothing: "booting" is instant, every command exits 0 after a fixed
-//! delay with one line of output, uploads are discarded and downloads are empty.
+//! A backend whose VMs run nothing: "booting" is instant (a snapshot restore too), every command
+//! exits 0 after a fixed delay with one line of output, uploads and copied trees are discarded
+//! (a tree is still archived and checked, so an escaping symlink fails as it would on a real
+//! VM) and downloads are empty.
 //!
 //! It exists to measure and test the agent itself: the host overhead of a job (decrypt,
 //! acquire, plan, report, complete) without the cost of a guest, and concurrency and budgets
