@@ -9,7 +9,7 @@
 //!   host dir ──walk (no symlink followed)──► tar in memory (≤ COPY_TREE_MAX_BYTES)
 //!        │ escaping symlink, fifo/socket/device, too large: VmError::UncopyableTree
 //!        ▼
-//!   one exec: sh -c 'mkdir -p -- "$1" && exec tar -x -o -f - -C "$1"'   (archive on stdin)
+//!   one exec: sh -c 'mkdir -p -- "$1" && tar -x -o -f - -C "$1"; …'   (archive on stdin)
 //! ```
 //!
 //! Entries carry uid/gid 0 and are unpacked with `-o`, so the files belong to the guest user
@@ -42,9 +42,12 @@ const STDERR_KEPT: usize = 4096;
 /// Size of one tar header block.
 const HEADER_BYTES: u64 = 512;
 
-/// The guest shell snippet that creates the target directory and unpacks stdin into it;
-/// `$1` is the directory.
-const UNPACK_SCRIPT: &str = "mkdir -p -- \"$1\" && exec tar -x -o -f - -C \"$1\"";
+/// The guest shell snippet that creates the target directory and unpacks stdin into it; `$1`
+/// is the directory. Whatever tar leaves unread (it failed early) is drained, so the host's
+/// write of the archive never meets a closed pipe and the error that reaches the host is
+/// tar's (or mkdir's) exit status and message.
+const UNPACK_SCRIPT: &str =
+    "mkdir -p -- \"$1\" && tar -x -o -f - -C \"$1\"; rc=$?; cat >/dev/null; exit $rc";
 
 fn rejected(path: &Path, reason: impl Into<String>) -> VmError {
     VmError::UncopyableTree {
