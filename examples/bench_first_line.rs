@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ghrunner_vm::job::events::JobEvent;
 use ghrunner_vm::job::executor::{
-    ExecutorConfig, ImageCatalog, JobReport, ReportFactory, VmDefaults, VmJobExecutor,
+    ExecutorConfig, ImageCatalog, JobReport, ReportFactory, RunnerIdentity, VmDefaults,
+    VmJobExecutor,
 };
 use ghrunner_vm::job::lifecycle::{BoxError, JobExecutor as _};
 use ghrunner_vm::job::report::ReportOutcome;
@@ -209,8 +210,10 @@ async fn main() -> anyhow::Result<()> {
             marks: Arc::clone(&marks),
         },
         ExecutorConfig {
-            runner_name: "bench".into(),
-            labels: vec!["self-hosted".into(), "tiny".into()],
+            runner: RunnerIdentity {
+                name: "bench".into(),
+                labels: vec!["self-hosted".into(), "tiny".into()],
+            },
             catalog: ImageCatalog {
                 images: [("tiny".to_owned(), image.clone())].into(),
                 default_image: None,

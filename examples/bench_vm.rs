@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use ghrunner_vm::image::Image;
 use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{Qemu, QemuConfig, overlay};
-use ghrunner_vm::vm::{GuestCommand, Hypervisor as _, NetworkPolicy, Vm as _, VmSpec};
+use ghrunner_vm::vm::{
+    GuestCommand, Hypervisor as _, LaunchSource, NetworkPolicy, Vm as _, VmSpec,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..ITERATIONS {
         let spec = VmSpec {
             name: format!("bench-{i}"),
+            job: None,
+            source: LaunchSource::ColdBoot,
             image: image.clone(),
             cpus: 1,
             memory_mib: 512,

@@ -34,9 +34,13 @@
 //!   User-Agent; and the back-off schedules the listener and the job lifecycle share.
 //! - [`listener`]: the long-poll state machine: sessions, dispatch, running jobs.
 //! - [`expr`]: the `${{ }}` expression language.
-//! - [`job`]: job message → plan → scripts, step runtime, commands, masking, reporting.
-//! - [`vm`]: the hypervisor seam and its QEMU backend.
-//! - [`image`]: runner image manifests and recipes.
+//! - [`job`]: job message → plan → scripts, step runtime (one handler per step kind:
+//!   `job::runtime`), commands, masking, reporting; the executor runs as a
+//!   `job::executor::RunnerIdentity` and picks images with `job::executor::select_image`.
+//! - [`vm`]: the hypervisor seam (VMs named independently of jobs, cold boot or snapshot
+//!   restore as the launch source, host trees copied in as one tar stream) and its QEMU
+//!   backend.
+//! - [`image`]: runner image manifests (with the guest's recorded facts) and recipes.
 //! - [`workflow`]: workflow YAML → parsed jobs → job messages (pure; no HTTP).
 //! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo (HTTP only; it
 //!   queues jobs [`workflow`] compiles).

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ghrunner_vm::job::events::JobEvent;
-use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
+use ghrunner_vm::job::executor::{
+    ExecutorConfig, ImageCatalog, RunnerIdentity, VmDefaults, VmJobExecutor,
+};
 use ghrunner_vm::job::lifecycle::JobExecutor;
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::vm::NetworkPolicy;
@@ -64,8 +66,10 @@ fn tiny_executor(runner_dir: &Path) -> (VmJobExecutor<Qemu, CollectingReports>, 
     let qemu = Qemu::new(qemu_config).expect("qemu backend");
     let reports = CollectingReports::default();
     let config = ExecutorConfig {
-        runner_name: "e2e-runner".into(),
-        labels: vec!["self-hosted".into(), "tiny".into()],
+        runner: RunnerIdentity {
+            name: "e2e-runner".into(),
+            labels: vec!["self-hosted".into(), "tiny".into()],
+        },
         catalog: ImageCatalog {
             images: [("tiny".to_owned(), image)].into(),
             default_image: None,

@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use ghrunner_vm::client::backoff::Timings;
 use ghrunner_vm::job::budget::VmBudget;
 use ghrunner_vm::job::events::JobEvent;
-use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
+use ghrunner_vm::job::executor::{
+    ExecutorConfig, ImageCatalog, RunnerIdentity, VmDefaults, VmJobExecutor,
+};
 use ghrunner_vm::job::lifecycle::{
     ChannelError, JobChannel, JobControl, JobExecutor as _, JobOutcome, run_job,
 };
@@ -152,8 +154,10 @@ fn write_image(dir: &Path) -> PathBuf {
 
 fn config(images: &[(&str, PathBuf)], labels: &[&str]) -> ExecutorConfig {
     ExecutorConfig {
-        runner_name: "vm-runner-1".into(),
-        labels: labels.iter().map(|l| l.to_string()).collect(),
+        runner: RunnerIdentity {
+            name: "vm-runner-1".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        },
         catalog: ImageCatalog {
             images: images
                 .iter()

@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ghrunner_vm::job::executor::{ExecutorConfig, ImageCatalog, VmDefaults, VmJobExecutor};
+use ghrunner_vm::job::executor::{
+    ExecutorConfig, ImageCatalog, RunnerIdentity, VmDefaults, VmJobExecutor,
+};
 use ghrunner_vm::localsvc::protocol::{Delivery, ProtocolEvent, ProtocolState, protocol_state};
 use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
 use ghrunner_vm::vm::{
@@ -46,24 +48,23 @@ enum Call {
 
 #[derive(Default)]
 struct Record {
-    /// (instant, VM name = `job-<id>`, call)
+    /// (instant, the job the VM was launched for, call)
     calls: Mutex<Vec<(Instant, String, Call)>>,
-    /// VMs whose commands run until cancelled.
+    /// Jobs whose VMs' commands run until cancelled.
     slow: Mutex<HashSet<String>>,
 }
 
 impl Record {
-    fn push(&self, vm: &str, call: Call) {
-        let entry = (Instant::now(), vm.to_owned(), call);
+    fn push(&self, job: &str, call: Call) {
+        let entry = (Instant::now(), job.to_owned(), call);
         self.calls.lock().unwrap().push(entry);
     }
 
     fn first(&self, job_id: &str, call: &Call) -> Option<Instant> {
-        let name = format!("job-{job_id}");
         let calls = self.calls.lock().unwrap();
         calls
             .iter()
-            .find(|(_, vm, c)| *vm == name && c == call)
+            .find(|(_, job, c)| *job == job_id && c == call)
             .map(|(at, _, _)| *at)
     }
 }
@@ -76,6 +77,8 @@ struct SlowTeardown {
 
 struct TestVm {
     name: String,
+    /// The job it was launched for (`VmSpec::job`).
+    job: String,
     slow: bool,
     record: Arc<Record>,
 }
@@ -84,8 +87,11 @@ impl Hypervisor for SlowTeardown {
     type Vm = TestVm;
 
     async fn launch(&self, spec: VmSpec) -> Result<TestVm, VmError> {
-        let slow = self.record.slow.lock().unwrap().contains(&spec.name);
+        let job = spec.job.expect("the executor names the job of each VM");
+        assert_ne!(spec.name, job, "a VM is not named after its job");
+        let slow = self.record.slow.lock().unwrap().contains(&job);
         Ok(TestVm {
+            job,
             name: spec.name,
             slow,
             record: Arc::clone(&self.record),
@@ -104,7 +110,7 @@ impl Vm for TestVm {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> Result<ExecOutcome, VmError> {
-        self.record.push(&self.name, Call::Exec);
+        self.record.push(&self.job, Call::Exec);
         let work = if self.slow {
             PATIENCE
         } else {
@@ -149,9 +155,9 @@ impl Vm for TestVm {
     }
 
     async fn destroy(self) -> Result<(), VmError> {
-        self.record.push(&self.name, Call::DestroyStarted);
+        self.record.push(&self.job, Call::DestroyStarted);
         tokio::time::sleep(TEARDOWN).await;
-        self.record.push(&self.name, Call::DestroyEnded);
+        self.record.push(&self.job, Call::DestroyEnded);
         Ok(())
     }
 }
@@ -162,8 +168,10 @@ fn executor(
     name: &str,
 ) -> Arc<VmJobExecutor<SlowTeardown, CollectingReports>> {
     let config = ExecutorConfig {
-        runner_name: name.to_owned(),
-        labels: vec!["self-hosted".into(), "tiny".into()],
+        runner: RunnerIdentity {
+            name: name.to_owned(),
+            labels: vec!["self-hosted".into(), "tiny".into()],
+        },
         catalog: ImageCatalog {
             images: [("tiny".to_owned(), image.to_owned())].into(),
             default_image: None,
@@ -239,7 +247,7 @@ async fn cancel_then_hand_over(
         even_if_busy: false,
     };
     let first = enqueue(proto, broker, only_this_runner);
-    record.slow.lock().unwrap().insert(format!("job-{first}"));
+    record.slow.lock().unwrap().insert(first.clone());
     eventually("the first job's step running", PATIENCE, || {
         record.first(&first, &Call::Exec)
     })

@@ -54,6 +54,19 @@ fn tiny_image_has_a_valid_manifest_with_matching_checksums() {
     let m = &image.manifest;
     assert_eq!(m.name, "tiny");
     assert_eq!((m.user.as_str(), m.shell.as_str()), ("root", "sh"));
+    let facts = m
+        .facts
+        .as_ref()
+        .expect("the build records the guest's facts");
+    assert!(
+        facts.has_shell("sh") && !facts.has_shell("bash"),
+        "{facts:?}"
+    );
+    assert!(
+        facts.has_tool("tar"),
+        "busybox tar unpacks copied trees: {facts:?}"
+    );
+    assert!(facts.node.is_empty(), "{facts:?}");
     assert_eq!(
         m.recipe_hash,
         Some(Recipe::builtin("tiny").unwrap().content_hash())

@@ -12,7 +12,7 @@ use ghrunner_vm::job::plan::{JobPlan, RunnerFacts};
 use ghrunner_vm::job::runtime::{JobOutcome, run_steps};
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
-use ghrunner_vm::vm::{Hypervisor, NetworkPolicy, Vm, VmSpec};
+use ghrunner_vm::vm::{Hypervisor, LaunchSource, NetworkPolicy, Vm, VmSpec};
 use local_vm::{LocalHypervisor, LocalVm};
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
@@ -94,6 +94,7 @@ fn facts() -> RunnerFacts {
         arch: "X64".into(),
         work_dir: WORK.into(),
         has_bash: true,
+        guest: None,
     }
 }
 
@@ -422,20 +423,6 @@ async fn every_line_of_a_100k_line_step_arrives_as_an_event() {
 }
 
 #[tokio::test]
-async fn an_unrunnable_step_fails_with_its_reason() {
-    let mut step = script_step("uses", json!("unused"), json!({}));
-    step["reference"] = json!({"type": "repository", "name": "actions/checkout", "ref": "v4"});
-    let r = run(message(vec![step], None)).await;
-    assert_eq!(r.outcome.result, TaskResult::Failed);
-    let lines = r.lines("uses");
-    assert_eq!(lines.len(), 1);
-    assert!(
-        lines[0].starts_with("##[error]only run: steps are supported"),
-        "{lines:?}"
-    );
-}
-
-#[tokio::test]
 async fn runs_on_a_vm_launched_through_the_hypervisor_trait() {
     let image = Image {
         dir: std::env::temp_dir(),
@@ -449,7 +436,9 @@ async fn runs_on_a_vm_launched_through_the_hypervisor_trait() {
         },
     };
     let spec = VmSpec {
-        name: "job-1".into(),
+        name: "vm-1".into(),
+        job: Some("job-1".into()),
+        source: LaunchSource::ColdBoot,
         image,
         cpus: 1,
         memory_mib: 256,

@@ -54,6 +54,7 @@ fn facts(fixture: &Path) -> RunnerFacts {
         arch: RunnerFacts::arch_from_image("x86_64").into(),
         work_dir: "/home/runner/_work".into(),
         has_bash: !name.contains("sh-only"),
+        guest: None,
     }
 }
 
@@ -125,6 +126,10 @@ fn step_report(
     let inputs = match &step.kind {
         StepKind::Unrunnable { reason } => {
             report["error"] = json!(reason);
+            return report;
+        }
+        StepKind::Action(action) => {
+            report["error"] = json!(ghrunner_vm::job::runtime::action_not_supported(action));
             return report;
         }
         StepKind::Script(inputs) => inputs,
@@ -337,6 +342,7 @@ fn demo_workflow_compiles_plans_and_matches_its_golden() {
         arch: "X64".into(),
         work_dir: "/work".into(),
         has_bash: false,
+        guest: None,
     };
     let report = json!({
         "runs_on": compiled.runs_on,

@@ -51,6 +51,7 @@ fn facts() -> RunnerFacts {
         arch: "X64".into(),
         work_dir: "/work".into(),
         has_bash: true,
+        guest: None,
     }
 }
 

@@ -16,8 +16,8 @@ use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{Qemu, QemuConfig, QemuVm};
 use ghrunner_vm::vm::ssh::SshConnection;
 use ghrunner_vm::vm::{
-    ExecOutcome, GuestCommand, Hypervisor as _, NetworkPolicy, OutputChunk, Vm as _, VmError,
-    VmSpec,
+    ExecOutcome, GuestCommand, Hypervisor as _, LaunchSource, NetworkPolicy, OutputChunk, Vm as _,
+    VmError, VmSpec,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +81,8 @@ impl Harness {
     fn spec(&self, name: &str, network: NetworkPolicy) -> VmSpec {
         VmSpec {
             name: name.into(),
+            job: None,
+            source: LaunchSource::ColdBoot,
             image: self.image.clone(),
             cpus: 1,
             memory_mib: 512,

@@ -51,6 +51,7 @@ async fn run_workflow(yaml: &str, job: &str) -> (JobOutcome, Vec<JobEvent>) {
         arch: "X64".into(),
         work_dir: WORK.into(),
         has_bash: true,
+        guest: None,
     };
     let plan = JobPlan::new(&compiled.message, &facts).expect("plans");
     let vm = LocalVm::new(WORK).unwrap();

@@ -21,11 +21,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod facts;
 pub mod list;
 pub mod recipe;
 mod staging;
 
 pub use build::{BuildOptions, Progress, ProgressKind, build};
+pub use facts::{ImageFacts, NodeRuntime};
 pub use recipe::Recipe;
 
 /// File name of the manifest inside an image directory.
@@ -57,6 +59,10 @@ pub struct ImageManifest {
     pub shell: String,
     /// Directory in the guest under which the job's work folder is created.
     pub work_dir: String,
+    /// What the guest provides (shells, tools, Node.js), recorded by the build; `None` in
+    /// manifests written before facts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<ImageFacts>,
     /// Version of the guest kernel, if the recipe knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
@@ -112,6 +118,9 @@ impl ImageManifest {
         }
         if !self.work_dir.starts_with('/') {
             return Err(format!("work_dir {:?} is not absolute", self.work_dir));
+        }
+        if let Some(facts) = &self.facts {
+            facts.validate()?;
         }
         Ok(())
     }
@@ -324,6 +333,15 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         assert!(!json.contains("disk"), "{json}");
         assert!(!json.contains("recipe_hash"), "{json}");
+        assert!(!json.contains("facts"), "{json}");
+        let back: ImageManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        m.facts = Some(ImageFacts {
+            shells: vec!["sh".into()],
+            tools: vec!["tar".into()],
+            ..ImageFacts::default()
+        });
+        let json = serde_json::to_string(&m).unwrap();
         let back: ImageManifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
     }
@@ -334,6 +352,7 @@ mod tests {
             "work_dir":"/w","future_field":1}"#;
         let m: ImageManifest = serde_json::from_str(json).unwrap();
         assert!(m.sha256.is_empty());
+        assert_eq!(m.facts, None, "a manifest from before facts has none");
         assert_eq!(m.disk.as_deref(), Some("d.qcow2"));
         assert_eq!(m.validate(), Ok(()));
     }
@@ -351,6 +370,15 @@ mod tests {
         assert!(m.validate().is_err());
         let mut m = tiny();
         m.work_dir = "work".into();
+        assert!(m.validate().is_err());
+        let mut m = tiny();
+        m.facts = Some(ImageFacts {
+            node: vec![NodeRuntime {
+                version: "20.0.0".into(),
+                path: "node".into(),
+            }],
+            ..ImageFacts::default()
+        });
         assert!(m.validate().is_err());
     }
 

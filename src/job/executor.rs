@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  message ─► reporter ─► job_started hook ─► image (labels ∩ images, else default_image)
-//!     ─► budget (CPUs, memory) ─► launch VM ──┬─ plan (while the VM boots) ─┐
-//!                                             └──────── booted ◄────────────┘
+//!     ─► budget (CPUs, memory) ─► launch VM `vm-<uuid>` ──┬─ plan (while it boots) ─┐
+//!                                                         └──── booted ◄──────────┘
 //!     ─► run_steps (events ─► reporter) ─► destroy VM ∥ flush report ─► job_completed hook
 //!     ─► JobOutcome (result, outputs, step results, annotations)
 //! ```
@@ -15,6 +15,10 @@
 //! the executor itself stays healthy for the next job. The VM is destroyed on every path: the
 //! normal one explicitly, cancellation and panics through `Vm`'s `Drop` as the backstop.
 //! Only a message that does not parse or a reporter that cannot start are [`ExecutorError`]s.
+//!
+//! The executor runs as a [`RunnerIdentity`] (name and labels): a registration's, or one a
+//! run without registration makes up. VMs get names of their own (`vm-<uuid>`), never the
+//! job's id; the job↔VM link is logged (`launching the job's VM`) and shown in the job log.
 //!
 //! On the broker path the listener calls [`JobExecutor::prepare`] when a job is offered: the
 //! image is known from the registration, so the VM starts booting (if the budget has room right
@@ -44,7 +48,7 @@ use crate::job::runtime::{self, run_steps};
 use crate::metrics::Metrics;
 use crate::protocol::job::AgentJobRequestMessage;
 use crate::protocol::lifecycle::VariableValue;
-use crate::vm::{Hypervisor, NetworkPolicy, Vm, VmError, VmSpec};
+use crate::vm::{Hypervisor, LaunchSource, NetworkPolicy, Vm, VmError, VmSpec};
 
 mod failure;
 mod image;
@@ -53,9 +57,10 @@ mod setup;
 mod tests;
 
 use failure::{SetUpError, cancelled_job, fail_job};
-pub use image::{ImageCatalog, ImageChoiceError, choose_image};
+pub use image::{ImageCatalog, ImageChoiceError, ImageSelectError, SelectedImage, select_image};
 pub use setup::{
-    HostRuntime, RESULTS_ENDPOINT_VARIABLE, ReportSetupError, ServiceReports, report_target,
+    HostRuntime, RESULTS_ENDPOINT_VARIABLE, ReportSetupError, RunnerIdentity, ServiceReports,
+    report_target,
 };
 
 /// What every job's VM gets (`vm:` in `config.yaml`).
@@ -82,20 +87,18 @@ impl Default for VmDefaults {
     }
 }
 
-/// Everything an executor knows about its registration and host.
+/// Everything an executor knows about the runner it is and its host.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutorConfig {
-    /// The runner's registered name.
-    pub runner_name: String,
-    /// The runner's labels.
-    pub labels: Vec<String>,
+    /// The runner's name and labels (a registration's, or made up without one).
+    pub runner: RunnerIdentity,
     /// Images by label.
     pub catalog: ImageCatalog,
     /// VM settings.
     pub vm: VmDefaults,
     /// Host hooks.
     pub hooks: Hooks,
-    /// Directory for each VM's serial console log (`<name>.console.log`), if any.
+    /// Directory for each VM's serial console log (`<VM name>.console.log`), if any.
     pub console_dir: Option<PathBuf>,
 }
 
@@ -128,7 +131,7 @@ pub trait ReportFactory: Send + Sync + 'static {
 
 /// A VM launched for a job that is still being acquired ([`JobExecutor::prepare`]).
 struct Prelaunch<V> {
-    /// The job it is for (`job-<id>` is the VM's name).
+    /// The job it is for.
     job_id: uuid::Uuid,
     grant: Option<BudgetGrant>,
     started: Instant,
@@ -235,7 +238,7 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
                 })
                 .await;
         };
-        log(format!("Runner name: '{}'", self.config.runner_name)).await;
+        log(format!("Runner name: '{}'", self.config.runner.name)).await;
         if let Err(err) = run_hook(
             &self.config.hooks,
             HookKind::JobStarted,
@@ -246,9 +249,9 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
         {
             return fail_job(events, SetUpError::Hook(err)).await;
         }
-        let (label, image) = match self.image() {
+        let SelectedImage { label, image } = match self.image() {
             Ok(found) => found,
-            Err(err) => return fail_job(events, err).await,
+            Err(err) => return fail_job(events, SetUpError::Image(err)).await,
         };
         log(format!(
             "VM image: '{label}' ({}, {} {})",
@@ -273,7 +276,8 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
         };
         // Poll the launch once so the VM starts booting, then plan while it boots.
         let early = futures::poll!(launch.as_mut());
-        let plan = match JobPlan::new(message, &runner_facts(&self.config.runner_name, &image)) {
+        let facts = RunnerFacts::from_image(&self.config.runner.name, &image.manifest);
+        let plan = match JobPlan::new(message, &facts) {
             Ok(plan) => plan,
             // Dropping the launch future kills anything it started.
             Err(err) => return fail_job(events, SetUpError::Plan(err)).await,
@@ -294,7 +298,7 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
             m.vm_booted(took);
             m.vm_active()
         });
-        tracing::info!(vm = vm.id(), boot_secs = took.as_secs_f64(), "VM booted");
+        tracing::info!(job = %message.job_id, vm = vm.id(), boot_secs = took.as_secs_f64(), "VM booted");
         log(format!(
             "VM {} booted in {:.1}s",
             vm.id(),
@@ -355,6 +359,7 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
                 line,
             })
             .await;
+        tracing::debug!(job = %job_id, vm = %spec.name, "launching the job's VM");
         Ok((
             grant,
             Instant::now(),
@@ -362,21 +367,19 @@ impl<H: Hypervisor, R: ReportFactory> VmJobExecutor<H, R> {
         ))
     }
 
-    /// The chosen image, loaded.
-    fn image(&self) -> Result<(String, Image), SetUpError> {
-        let (label, dir) = choose_image(&self.config.labels, &self.config.catalog)?;
-        let image = Image::load(dir).map_err(|source| SetUpError::Image {
-            label: label.to_owned(),
-            dir: dir.to_owned(),
-            source,
-        })?;
-        Ok((label.to_owned(), image))
+    /// The image for the runner's labels, loaded.
+    fn image(&self) -> Result<SelectedImage, ImageSelectError> {
+        select_image(&self.config.runner.labels, &self.config.catalog)
     }
 
+    /// The spec of a VM for `job_id`: a name of its own (`vm-<uuid>`); the job is only what
+    /// it is launched for.
     fn spec(&self, job_id: uuid::Uuid, image: Image) -> VmSpec {
         let vm = &self.config.vm;
-        let name = format!("job-{job_id}");
+        let name = format!("vm-{}", uuid::Uuid::new_v4());
         VmSpec {
+            job: Some(job_id.to_string()),
+            source: LaunchSource::ColdBoot,
             console_log: self
                 .config
                 .console_dir
@@ -400,7 +403,7 @@ impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
         let Ok(job_id) = job_id.parse::<uuid::Uuid>() else {
             return;
         };
-        let Ok((_, image)) = self.image() else {
+        let Ok(SelectedImage { image, .. }) = self.image() else {
             return;
         };
         let spec = self.spec(job_id, image);
@@ -412,8 +415,8 @@ impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
             },
         };
         let hypervisor = Arc::clone(&self.hypervisor);
+        tracing::debug!(job = %job_id, vm = %spec.name, "booting the VM while the job is acquired");
         let launch = LaunchTask(tokio::spawn(async move { hypervisor.launch(spec).await }));
-        tracing::debug!(job = %job_id, "booting the VM while the job is acquired");
         *self.prelaunch_slot() = Some(Prelaunch {
             job_id,
             grant,
@@ -451,12 +454,12 @@ impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
             })?;
         let report = self
             .reports
-            .start(&message, &self.config.runner_name)
+            .start(&message, &self.config.runner.name)
             .map_err(|source| ExecutorError { source })?;
         if let Some(m) = &self.metrics {
             m.job_started();
         }
-        let mut facts = hook_facts(&message, &self.config.runner_name);
+        let mut facts = hook_facts(&message, &self.config.runner.name);
         tracing::info!(job = %message.job_id, repository = %facts.repository, "job started");
         let outcome = self
             .run_job(&message, &report.events, &facts, &cancel)
@@ -500,17 +503,6 @@ pub fn lifecycle_outcome(outcome: runtime::JobOutcome, reported: ReportOutcome) 
         outputs,
         step_results: reported.completion.step_results,
         annotations: reported.completion.annotations,
-    }
-}
-
-/// Runner facts for planning from the image manifest.
-fn runner_facts(runner_name: &str, image: &Image) -> RunnerFacts {
-    RunnerFacts {
-        runner_name: runner_name.to_owned(),
-        os: "Linux".to_owned(),
-        arch: RunnerFacts::arch_from_image(&image.manifest.arch).to_owned(),
-        work_dir: image.manifest.work_dir.clone(),
-        has_bash: image.manifest.shell == "bash",
     }
 }
 

@@ -15,10 +15,11 @@
 //! ```
 //!
 //! A message the runner cannot work with (no repository in `github`, a context that is not a
-//! dictionary, a job container) is a [`PlanError`]. A single step the runner cannot run (an
-//! action from a repository, a script step without a script) is planned as
-//! [`StepKind::Unrunnable`], so the runtime fails that step with the reason and the job's
-//! remaining steps follow the usual condition rules.
+//! dictionary, a job container) is a [`PlanError`]. A single step the runner cannot run (a
+//! script step without a script, an unknown reference type) is planned as
+//! [`StepKind::Unrunnable`]; a `uses:` step is planned as [`StepKind::Action`] and the
+//! runtime's action handler decides (today it refuses). Either way the runtime fails that step
+//! with the reason and the job's remaining steps follow the usual condition rules.
 
 use uuid::Uuid;
 
@@ -29,42 +30,16 @@ use crate::protocol::step::JobStep;
 use crate::protocol::template_token::{TemplateToken, TokenKind};
 
 mod contexts;
+mod facts;
 mod steps;
 
 pub use contexts::{github_runner_env, mask_values, secrets_context};
+pub use facts::RunnerFacts;
 use steps::plan_step;
 pub use steps::{
-    DEFAULT_CONDITION, DISPLAY_NAME_FALLBACK, DisplayName, GENERATED_NAME_PREFIX, PlannedStep,
-    RUN_DISPLAY_PREFIX, ScriptInputs, StepKind,
+    ActionReference, DEFAULT_CONDITION, DISPLAY_NAME_FALLBACK, DisplayName, GENERATED_NAME_PREFIX,
+    PlannedStep, RUN_DISPLAY_PREFIX, ScriptInputs, StepKind,
 };
-
-/// What the runner knows about itself and the guest image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunnerFacts {
-    /// The runner's registered name (`runner.name`).
-    pub runner_name: String,
-    /// `runner.os`: `Linux`, `macOS` or `Windows`.
-    pub os: String,
-    /// `runner.arch`: `X86`, `X64`, `ARM` or `ARM64`.
-    pub arch: String,
-    /// The guest work folder (the image manifest's `work_dir`), e.g. `/work`.
-    pub work_dir: String,
-    /// Whether the image has bash (default shell `bash -e {0}`, else `sh -e {0}`).
-    pub has_bash: bool,
-}
-
-impl RunnerFacts {
-    /// `runner.arch` for an image architecture such as `x86_64` or `aarch64`.
-    pub fn arch_from_image(arch: &str) -> &'static str {
-        match arch.to_ascii_lowercase().as_str() {
-            "x86_64" | "amd64" | "x64" => "X64",
-            "i386" | "i686" | "x86" => "X86",
-            "aarch64" | "arm64" => "ARM64",
-            "arm" | "armv7" | "armv7l" | "armhf" => "ARM",
-            _ => "X64",
-        }
-    }
-}
 
 /// Why a message cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,12 +10,18 @@
 //!   Hypervisor::launch(spec) ──► Vm (booted, SSH reachable, host key pinned)
 //!        │ fails: VmError, nothing left behind     │
 //!                                                  ├─► exec(cmd, output, cancel)  (many, one at a time or concurrent)
-//!                                                  ├─► upload / download
+//!                                                  ├─► upload / download / copy_tree
 //!                                                  ▼
 //!                                             Vm::destroy(self) ──► gone: process, overlay, sockets, keys
 //!
 //!   Dropping a Vm without destroy() kills it and removes its files (best effort, synchronous).
 //! ```
+//!
+//! A VM is named by whoever launches it ([`VmSpec::name`], e.g. `vm-<uuid>`), not by a job: it
+//! may exist before the job it will serve (a warm pool), and [`VmSpec::job`] only tells logs
+//! which job it was launched for. [`VmSpec::source`] says how it comes to life: a cold boot of
+//! the image, or a clone restored from a saved snapshot ([`LaunchSource`]); a backend that
+//! cannot restore snapshots refuses with [`VmError::Unsupported`].
 //!
 //! # The guest contract (images built by `runner-images/` follow it)
 //!
@@ -30,7 +36,7 @@
 //!   port 22.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -46,12 +52,19 @@ pub mod process;
 pub mod qemu;
 pub mod shell;
 pub mod ssh;
+pub mod tree;
 
-/// What a job asks of its VM.
+/// What a VM is launched with.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
-    /// Unique name of this VM on the host (used for its work directory and logs), e.g. a job id.
+    /// Unique name of this VM on the host (used for its work directory and logs), chosen by
+    /// whoever launches it (the executor uses `vm-<uuid>`), never derived from a job.
     pub name: String,
+    /// The job the VM is launched for, if it is known at launch (for logs only; a VM launched
+    /// ahead of its job has none).
+    pub job: Option<String>,
+    /// How the VM comes to life.
+    pub source: LaunchSource,
     /// The image to boot.
     pub image: Image,
     /// Virtual CPUs.
@@ -66,6 +79,24 @@ pub struct VmSpec {
     pub boot_timeout: Duration,
     /// Where to copy the guest's serial console output (the job's debug log), if anywhere.
     pub console_log: Option<PathBuf>,
+}
+
+/// How a VM comes to life ([`VmSpec::source`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LaunchSource {
+    /// Boot the image from scratch.
+    #[default]
+    ColdBoot,
+    /// Restore a clone of a booted VM saved earlier (the fast path). Backends that cannot do
+    /// this fail the launch with [`VmError::Unsupported`].
+    RestoreSnapshot(SnapshotRef),
+}
+
+/// A saved VM state that clones are restored from, as a backend wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The directory holding the saved state (memory and disk) on the host.
+    pub dir: PathBuf,
 }
 
 /// Network policy of a VM.
@@ -208,6 +239,23 @@ pub trait Vm: Send + Sync + 'static {
         }
     }
 
+    /// Copies the contents of the host directory `local_dir` (recursively) into `guest_dir`,
+    /// which is created with its parents, as one tar stream through one [`Vm::exec`] of `tar -x`
+    /// in the guest ([`tree`]): regular files with their permission bits, directories, and
+    /// symlinks that stay inside the tree. A symlink leading outside it, a special file, or a
+    /// tree larger than [`tree::COPY_TREE_MAX_BYTES`] fails with [`VmError::UncopyableTree`]
+    /// before anything runs in the guest.
+    ///
+    /// Cancellation: dropping the future stops sending the tree; the guest may keep a partly
+    /// unpacked `guest_dir`.
+    fn copy_tree(
+        &self,
+        local_dir: &Path,
+        guest_dir: &str,
+    ) -> impl Future<Output = Result<(), VmError>> + Send {
+        tree::copy_tree(self, local_dir.to_path_buf(), guest_dir.to_owned())
+    }
+
     /// Reads several files, none larger than `max_bytes`: the guest controls these files, so a
     /// backend must size each one in the guest before sending it and never transfer more than
     /// the cap ([`GuestRead::TooLarge`] instead). Backends where each call is a round trip
@@ -346,6 +394,22 @@ pub enum VmError {
         /// The cause.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend cannot do what the spec asks, e.g. restore a snapshot.
+    #[error("the {backend} backend cannot {what}")]
+    Unsupported {
+        /// The backend, e.g. `qemu`.
+        backend: &'static str,
+        /// What was asked, e.g. `restore a VM from a snapshot`.
+        what: &'static str,
+    },
+    /// A host directory cannot be copied into the guest ([`Vm::copy_tree`]).
+    #[error("cannot copy {} into the VM: {reason}", path.display())]
+    UncopyableTree {
+        /// The offending path (the tree, or the entry inside it).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A host command (e.g. `qemu-img`) failed.
     #[error("{program} failed: {stderr}")]

@@ -1,5 +1,7 @@
-//! A backend whose VMs run nothing: "booting" is instant, every command exits 0 after a fixed
-//! delay with one line of output, uploads are discarded and downloads are empty.
+//! A backend whose VMs run nothing: "booting" is instant (a snapshot restore too), every command
+//! exits 0 after a fixed delay with one line of output, uploads and copied trees are discarded
+//! (a tree is still archived and checked, so an escaping symlink fails as it would on a real
+//! VM) and downloads are empty.
 //!
 //! It exists to measure and test the agent itself: the host overhead of a job (decrypt,
 //! acquire, plan, report, complete) without the cost of a guest, and concurrency and budgets
@@ -160,5 +162,26 @@ mod tests {
                 cancelled: false
             }
         );
+    }
+
+    #[tokio::test]
+    async fn copy_tree_is_accepted_and_an_escaping_tree_still_refused() {
+        use std::os::unix::fs::symlink;
+        let vm = NullVm {
+            id: "t".into(),
+            exec_delay: Duration::ZERO,
+        };
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tree.path().join("dist")).unwrap();
+        std::fs::write(tree.path().join("dist/index.js"), "1").unwrap();
+        vm.copy_tree(tree.path(), "/work/_actions/o/r/v1")
+            .await
+            .expect("the null VM takes any tree");
+        symlink("../../etc", tree.path().join("dist/escape")).unwrap();
+        let err = vm
+            .copy_tree(tree.path(), "/work/_actions/o/r/v1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VmError::UncopyableTree { .. }), "{err}");
     }
 }

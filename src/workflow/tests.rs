@@ -177,6 +177,7 @@ fn compiled_message_survives_json_and_plans() {
         arch: "X64".into(),
         work_dir: "/work".into(),
         has_bash: true,
+        guest: None,
     };
     let plan = JobPlan::new(&message, &facts).expect("plans");
     assert_eq!(plan.steps.len(), 3);

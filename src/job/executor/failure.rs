@@ -2,14 +2,11 @@
 //! job-level log line and error annotation, and cancellation while the VM is awaited; either
 //! way the reporter gets `JobStarted` … `JobCompleted` so the job shows in the GitHub UI.
 
-use std::path::PathBuf;
-
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::ImageChoiceError;
+use super::ImageSelectError;
 use crate::errors::ErrorChain;
-use crate::image::ImageError;
 use crate::job::budget::BudgetError;
 use crate::job::events::JobEvent;
 use crate::job::hooks::HookError;
@@ -23,14 +20,7 @@ use crate::vm::VmError;
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SetUpError {
     #[error(transparent)]
-    Choice(#[from] ImageChoiceError),
-    #[error("the VM image {label:?} ({}) is not usable", dir.display())]
-    Image {
-        label: String,
-        dir: PathBuf,
-        #[source]
-        source: ImageError,
-    },
+    Image(#[from] ImageSelectError),
     #[error(transparent)]
     Budget(#[from] BudgetError),
     #[error("the job cannot run in a VM")]

@@ -1,8 +1,12 @@
-//! Which VM image a registration's jobs boot: the catalog of images by label from
-//! `config.yaml` and the rule that picks one for the runner's labels.
+//! Which VM image a job boots: the catalog of images by label from `config.yaml` and the one
+//! rule that picks and loads an image for a set of labels ([`select_image`]): the
+//! registration's labels when the runner serves GitHub, a job's `runs-on` labels when there is
+//! no registration.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::image::{Image, ImageError};
 
 /// Images by label, as configured in `<dir>/config.yaml`.
 #[derive(Debug, Clone, Default)]
@@ -45,9 +49,55 @@ pub enum ImageChoiceError {
     },
 }
 
-/// Picks the image of a registration: its labels ∩ the catalog must give exactly one label
-/// (labels compare case-insensitively, as GitHub's do), else the default image.
-pub fn choose_image<'a>(
+/// Why no usable image could be selected ([`select_image`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageSelectError {
+    /// No label picks an image.
+    #[error(transparent)]
+    Choice(#[from] ImageChoiceError),
+    /// The picked image directory cannot be loaded.
+    #[error("the VM image {label:?} ({}) is not usable", dir.display())]
+    Unusable {
+        /// The label that picked it.
+        label: String,
+        /// The image directory.
+        dir: PathBuf,
+        /// Why it cannot be loaded.
+        #[source]
+        source: ImageError,
+    },
+}
+
+/// An image picked for a set of labels, loaded.
+#[derive(Debug, Clone)]
+pub struct SelectedImage {
+    /// The catalog label that picked it.
+    pub label: String,
+    /// The image.
+    pub image: Image,
+}
+
+/// Picks the image for `labels` by the catalog's rule (`choose_image`) and loads it. Every
+/// image choice goes through here.
+pub fn select_image(
+    labels: &[String],
+    catalog: &ImageCatalog,
+) -> Result<SelectedImage, ImageSelectError> {
+    let (label, dir) = choose_image(labels, catalog)?;
+    let image = Image::load(dir).map_err(|source| ImageSelectError::Unusable {
+        label: label.to_owned(),
+        dir: dir.to_owned(),
+        source,
+    })?;
+    Ok(SelectedImage {
+        label: label.to_owned(),
+        image,
+    })
+}
+
+/// The catalog's rule: `labels` ∩ the catalog must give exactly one label (labels compare
+/// case-insensitively, as GitHub's do), else the default image.
+pub(super) fn choose_image<'a>(
     labels: &[String],
     catalog: &'a ImageCatalog,
 ) -> Result<(&'a str, &'a Path), ImageChoiceError> {

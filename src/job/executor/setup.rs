@@ -1,7 +1,8 @@
 //! Building an executor from what is on disk: [`ExecutorConfig::from_settings`] maps
-//! `<dir>/config.yaml` and a registration's `.runner` onto the executor's settings, and
-//! [`ServiceReports`] starts the GitHub reporter of a job (results service when the job names
-//! one, the legacy VSS timeline otherwise).
+//! `<dir>/config.yaml` and a [`RunnerIdentity`] onto the executor's settings (a registration's
+//! `.runner` gives the identity through [`RunnerIdentity::of_registration`]; a run without a
+//! registration names its own), and [`ServiceReports`] starts the GitHub reporter of a job
+//! (results service when the job names one, the legacy VSS timeline otherwise).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,11 +22,32 @@ use crate::vm::{Hypervisor, NetworkPolicy};
 
 pub use crate::job::report::RESULTS_ENDPOINT_VARIABLE;
 
+/// Who the executor runs jobs as: the runner's name and the labels its image is chosen by.
+/// A registration provides both ([`RunnerIdentity::of_registration`]); a run without one
+/// (`exec`) names itself and takes the labels from the job's `runs-on`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerIdentity {
+    /// The runner's name (`runner.name`, "Runner name" in the job log, the reporter's worker).
+    pub name: String,
+    /// Labels; they pick the VM image ([`super::select_image`]).
+    pub labels: Vec<String>,
+}
+
+impl RunnerIdentity {
+    /// The identity of a registration: its `.runner` name and labels.
+    pub fn of_registration(runner: &RunnerSettings) -> Self {
+        RunnerIdentity {
+            name: runner.agent_name.clone(),
+            labels: runner.labels.clone(),
+        }
+    }
+}
+
 impl ExecutorConfig {
-    /// The executor settings of one registration: `root` is the runner directory (relative
-    /// image paths are resolved against it), `runner` the registration's `.runner`. Hooks not
-    /// set in the file come from `ACTIONS_RUNNER_HOOK_JOB_STARTED` / `_COMPLETED`.
-    pub fn from_settings(root: &Path, settings: &Settings, runner: &RunnerSettings) -> Self {
+    /// The executor settings for `runner`: `root` is the runner directory (relative image
+    /// paths are resolved against it). Hooks not set in the file come from
+    /// `ACTIONS_RUNNER_HOOK_JOB_STARTED` / `_COMPLETED`.
+    pub fn from_settings(root: &Path, settings: &Settings, runner: RunnerIdentity) -> Self {
         let resolve = |p: &PathBuf| {
             if p.is_absolute() {
                 p.clone()
@@ -34,8 +56,7 @@ impl ExecutorConfig {
             }
         };
         ExecutorConfig {
-            runner_name: runner.agent_name.clone(),
-            labels: runner.labels.clone(),
+            runner,
             catalog: ImageCatalog {
                 images: settings
                     .images
@@ -102,7 +123,8 @@ impl<H: Hypervisor> HostRuntime<H> {
 
     /// The executor of one registration (`.runner`), sharing the budget and metrics.
     pub fn executor(&self, runner: &RunnerSettings) -> VmJobExecutor<H, ServiceReports> {
-        let config = ExecutorConfig::from_settings(&self.root, &self.settings, runner);
+        let identity = RunnerIdentity::of_registration(runner);
+        let config = ExecutorConfig::from_settings(&self.root, &self.settings, identity);
         VmJobExecutor::new(Arc::clone(&self.hypervisor), self.reports.clone(), config)
             .with_budget(self.budget.clone())
             .with_metrics(Arc::clone(&self.metrics))
@@ -178,9 +200,19 @@ mod tests {
             labels: vec!["self-hosted".into(), "tiny".into()],
             ..RunnerSettings::default()
         };
-        let config = ExecutorConfig::from_settings(Path::new("/r"), &settings, &runner);
-        assert_eq!(config.runner_name, "vm-2");
-        assert_eq!(config.labels, runner.labels);
+        let identity = RunnerIdentity::of_registration(&runner);
+        assert_eq!(identity.name, "vm-2");
+        assert_eq!(identity.labels, runner.labels);
+        let config = ExecutorConfig::from_settings(Path::new("/r"), &settings, identity.clone());
+        assert_eq!(config.runner, identity);
+        // Without a registration (`exec`): the same settings, an identity of its own.
+        let local = RunnerIdentity {
+            name: "exec".into(),
+            labels: vec!["ubuntu-latest".into()],
+        };
+        let config = ExecutorConfig::from_settings(Path::new("/r"), &settings, local.clone());
+        assert_eq!(config.runner, local);
+        assert_eq!(config.vm.cpus, 3);
         assert_eq!(
             config.catalog.images["tiny"],
             PathBuf::from("/r/images/tiny")

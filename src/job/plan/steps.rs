@@ -1,6 +1,7 @@
 //! Planning one step: its names (context name, `github.action`, display name), condition,
 //! env/`continue-on-error`/timeout tokens, and what it runs ([`StepKind`]): a `run:` script's
-//! input tokens, or the reason the runner cannot run it.
+//! input tokens, the action a `uses:` step names ([`ActionReference`]), or the reason the
+//! runner cannot run it. The step runtime picks a handler by the kind.
 
 use uuid::Uuid;
 
@@ -47,14 +48,102 @@ pub struct ScriptInputs {
     pub stdin: Option<TemplateToken>,
 }
 
+/// The action a `uses:` step names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionReference {
+    /// `uses: owner/repo[/path]@ref`: an action from a repository.
+    Repository {
+        /// `owner/repo`.
+        name: String,
+        /// The git ref (tag, branch or SHA).
+        git_ref: String,
+        /// The directory of the action inside the repository (empty: its root).
+        path: String,
+        /// The reference's `repositoryType` (`GitHub`, or what the server sent).
+        repository_type: String,
+    },
+    /// `uses: ./path`: an action in the job's workspace.
+    Local {
+        /// The path as written (`./path`), relative to the workspace.
+        path: String,
+    },
+    /// `uses: docker://image`: a container image run as the step.
+    Docker {
+        /// The image reference.
+        image: String,
+    },
+}
+
+impl std::fmt::Display for ActionReference {
+    /// As the step names it: `owner/repo/path@ref`, `./path` or `docker://image`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionReference::Repository {
+                name,
+                git_ref,
+                path,
+                ..
+            } => {
+                let path = match (name.is_empty(), path.is_empty()) {
+                    (_, true) => String::new(),
+                    (true, false) => path.clone(),
+                    (false, false) => format!("/{path}"),
+                };
+                if git_ref.is_empty() {
+                    write!(f, "{name}{path}")
+                } else {
+                    write!(f, "{name}{path}@{git_ref}")
+                }
+            }
+            ActionReference::Local { path } => f.write_str(path),
+            ActionReference::Docker { image } => write!(f, "docker://{image}"),
+        }
+    }
+}
+
+impl ActionReference {
+    /// The action a step reference names; `None` for scripts and unknown reference types. A
+    /// `self` repository without a name or ref is a local action.
+    pub fn of(reference: &StepReference) -> Option<Self> {
+        match reference {
+            StepReference::Repository {
+                name,
+                r#ref,
+                repository_type,
+                path,
+            } => Some(
+                if repository_type.eq_ignore_ascii_case("self")
+                    && name.is_empty()
+                    && r#ref.is_empty()
+                {
+                    ActionReference::Local { path: path.clone() }
+                } else {
+                    ActionReference::Repository {
+                        name: name.clone(),
+                        git_ref: r#ref.clone(),
+                        path: path.clone(),
+                        repository_type: repository_type.clone(),
+                    }
+                },
+            ),
+            StepReference::ContainerRegistry { image } => Some(ActionReference::Docker {
+                image: image.clone(),
+            }),
+            StepReference::Script | StepReference::Unknown(_) => None,
+        }
+    }
+}
+
 /// What a step does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
     /// A `run:` script.
     Script(ScriptInputs),
+    /// A `uses:` step: the action it names.
+    Action(ActionReference),
     /// A step this runner cannot run; the runtime fails it with `reason`.
     Unrunnable {
-        /// E.g. `only run: steps are supported (uses: actions/checkout@v4)`.
+        /// E.g. `the script step has no script input`.
         reason: String,
     },
 }
@@ -179,28 +268,17 @@ fn generated_name(earlier: &[PlannedStep]) -> String {
 }
 
 fn reference_text(step: &ActionStep) -> String {
-    match &step.reference {
-        StepReference::Script => "script".to_owned(),
-        StepReference::Repository {
-            name, r#ref, path, ..
-        } => {
-            let path = match (name.is_empty(), path.is_empty()) {
-                (_, true) => String::new(),
-                (true, false) => path.clone(),
-                (false, false) => format!("/{path}"),
-            };
-            if r#ref.is_empty() {
-                format!("{name}{path}")
-            } else {
-                format!("{name}{path}@{}", r#ref)
-            }
-        }
-        StepReference::ContainerRegistry { image } => format!("docker://{image}"),
-        StepReference::Unknown(_) => "an unknown action".to_owned(),
+    match (&step.reference, ActionReference::of(&step.reference)) {
+        (_, Some(action)) => action.to_string(),
+        (StepReference::Script, None) => "script".to_owned(),
+        (_, None) => "an unknown action".to_owned(),
     }
 }
 
 fn step_kind(step: &ActionStep) -> StepKind {
+    if let Some(action) = ActionReference::of(&step.reference) {
+        return StepKind::Action(action);
+    }
     if step.reference != StepReference::Script {
         return StepKind::Unrunnable {
             reason: format!(

@@ -66,6 +66,7 @@ pub(crate) fn facts() -> RunnerFacts {
         arch: RunnerFacts::arch_from_image("x86_64").into(),
         work_dir: "/work".into(),
         has_bash: true,
+        guest: None,
     }
 }
 
@@ -143,8 +144,21 @@ fn steps_get_names_conditions_and_inputs() {
         "generated names are unique"
     );
     assert_eq!(third.display_name(None), "Run actions/checkout@v4");
+    let StepKind::Action(action) = &third.kind else {
+        panic!("third step uses an action: {:?}", third.kind)
+    };
+    assert_eq!(
+        action,
+        &ActionReference::Repository {
+            name: "actions/checkout".into(),
+            git_ref: "v4".into(),
+            path: String::new(),
+            repository_type: "GitHub".into(),
+        }
+    );
     assert!(
-        matches!(&third.kind, StepKind::Unrunnable { reason } if reason.contains("only run: steps"))
+        crate::job::runtime::action_not_supported(action).contains("only run: steps"),
+        "the runtime refuses it"
     );
 }
 
@@ -376,4 +390,36 @@ fn display_names_and_job_env_evaluate_expressions_against_the_plan_contexts() {
         "${{ unknown_ctx.x }}",
         "errors show the text"
     );
+}
+
+#[test]
+fn uses_steps_are_planned_as_the_action_they_name() {
+    let reference = |json: serde_json::Value| -> crate::protocol::step::StepReference {
+        serde_json::from_value(json).unwrap()
+    };
+    let local = reference(
+        json!({"type": "repository", "repositoryType": "self", "path": "./.github/actions/hello"}),
+    );
+    let action = ActionReference::of(&local).unwrap();
+    assert_eq!(
+        action,
+        ActionReference::Local {
+            path: "./.github/actions/hello".into()
+        }
+    );
+    assert_eq!(action.to_string(), "./.github/actions/hello");
+    let docker = reference(json!({"type": "containerRegistry", "image": "alpine:3.20"}));
+    let action = ActionReference::of(&docker).unwrap();
+    assert_eq!(action.to_string(), "docker://alpine:3.20");
+    let nested = reference(json!({"type": "repository", "repositoryType": "GitHub",
+        "name": "octo/tools", "ref": "main", "path": "lint"}));
+    let action = ActionReference::of(&nested).unwrap();
+    assert!(matches!(&action, ActionReference::Repository { path, .. } if path == "lint"));
+    assert_eq!(action.to_string(), "octo/tools/lint@main");
+    assert_eq!(
+        crate::job::runtime::action_not_supported(&action),
+        "only run: steps are supported; this step uses octo/tools/lint@main"
+    );
+    let script = reference(json!({"type": "script"}));
+    assert_eq!(ActionReference::of(&script), None);
 }

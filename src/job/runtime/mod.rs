@@ -4,15 +4,17 @@
 //! Owns: the job-level state between steps (job status, the job environment grown by
 //! `GITHUB_ENV`, `PATH` prepends, the `steps` context, the masker), per-step preparation
 //! (env and `steps`/`job`/`env` contexts, `if:` with the job status, `timeout-minutes`,
-//! `continue-on-error`, display name, script rendering), result rules (outcome vs conclusion)
-//! and the job outputs. Running one prepared step is [`super::stepexec`].
+//! `continue-on-error`, display name), result rules (outcome vs conclusion) and the job
+//! outputs. Running a prepared step is its kind's handler's job (`handler`: the step-handler
+//! seam; `script`: `run:` steps, rendered and run with [`super::stepexec`]).
 //!
 //! ```text
 //!  JobStarted ─► set-up (guest dirs, event.json) ─► for each step:
 //!      env ─► if: (status: success | failure | cancelled) ─false─► Skipped
 //!       │ true
 //!       ▼
-//!      StepStarted ─► render script ─► execute_step ─► continue-on-error ─► StepCompleted
+//!      StepStarted ─► handler by kind (script: render ─► execute_step; uses: refused)
+//!        ─► job limits ─► continue-on-error ─► StepCompleted
 //!       (job status: failure when a step's conclusion is Failed; cancelled when `cancel` fires)
 //!  ─► job outputs (masked-changed values dropped) ─► JobCompleted
 //! ```
@@ -30,13 +32,17 @@ use crate::job::events::{Annotation, AnnotationLevel, JobEvent};
 use crate::job::filecmd;
 use crate::job::mask::SecretMasker;
 use crate::job::plan::{JobPlan, PlannedStep, RunDefaults, merge_env};
-use crate::job::stepexec::{execute_step, runner_error};
+use crate::job::stepexec::runner_error;
 use crate::job::template::TemplateEvaluator;
 use crate::protocol::TaskResult;
 use crate::vm::{GuestFile, Vm};
 
+mod handler;
 mod prepare;
+mod script;
 
+use handler::Handled;
+pub use handler::action_not_supported;
 use prepare::Prepared;
 
 /// Mode of `event.json`.
@@ -282,15 +288,22 @@ impl JobState<'_> {
                 }
                 TaskResult::Failed
             }
-            Prepared::Run(exec) => {
-                exec_outcome =
-                    execute_step(vm, *exec, &mut self.masker, &self.events, cancel).await;
-                self.enforce_job_limits(step.id, &mut exec_outcome).await;
-                self.outcome
-                    .annotations
-                    .extend(exec_outcome.annotations.iter().cloned());
-                exec_outcome.task_result()
-            }
+            Prepared::Ready(ready) => match handler::dispatch(self, vm, &ready, cancel).await {
+                Handled::Refused(errors) => {
+                    for message in errors {
+                        self.step_error(step.id, message).await;
+                    }
+                    TaskResult::Failed
+                }
+                Handled::Ran(ran) => {
+                    exec_outcome = ran;
+                    self.enforce_job_limits(step.id, &mut exec_outcome).await;
+                    self.outcome
+                        .annotations
+                        .extend(exec_outcome.annotations.iter().cloned());
+                    exec_outcome.task_result()
+                }
+            },
         };
         let conclusion = if result == TaskResult::Failed && settings.continue_on_error {
             TaskResult::Succeeded
@@ -454,3 +467,6 @@ impl JobState<'_> {
         self.outcome
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,30 +1,30 @@
-//! Preparing a step before it runs: its env (evaluated against the job env) and the
-//! `steps`/`job`/`env`/`github` contexts, the `if:` condition with the job status,
-//! `continue-on-error`, the display name, `timeout-minutes`, the script rendering and the
-//! workflow-command settings, ending in a [`StepExec`] or the reason the step cannot run.
+//! Preparing a step before a handler runs it, the same for every kind of step: its env
+//! (evaluated against the job env) and the `steps`/`job`/`env`/`github` contexts, the `if:`
+//! condition with the job status, `continue-on-error` and the display name, ending in a
+//! [`ReadyStep`] or the reason the step is skipped or fails. Also here: the settings a handler
+//! evaluates when it starts the step (`timeout-minutes`, whether it keeps running on
+//! cancellation, the workflow-command settings).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::JobState;
+use super::handler::ReadyStep;
 use crate::expr::{JobStatus, Value};
 use crate::job::commands::{
     ALLOW_UNSECURE_COMMANDS, ALLOW_UNSECURE_STOP_TOKENS, CommandConfig, parse_bool_setting,
 };
-use crate::job::plan::{JobPlan, PlannedStep, ScriptInputs, StepKind, merge_env};
-use crate::job::script::{ScriptRequest, render_step};
-use crate::job::stepexec::{StepExec, file_command_paths};
+use crate::job::plan::{JobPlan, PlannedStep, merge_env};
 
 /// What preparing a step decided.
-pub(super) enum Prepared {
+pub(super) enum Prepared<'p> {
     /// The condition is false.
     Skip,
     /// The step cannot run; fail it with these errors.
     Fail(Vec<String>),
-    /// Run it.
-    Run(Box<StepExec>),
+    /// Hand it to its handler.
+    Ready(ReadyStep<'p>),
 }
 
 /// Values of a step evaluated before it runs.
@@ -34,12 +34,12 @@ pub(super) struct StepSettings {
 }
 
 impl JobState<'_> {
-    /// Builds the step's env and contexts, evaluates its condition and settings, renders it.
-    pub(super) fn prepare(
+    /// Builds the step's env and contexts, evaluates its condition and settings.
+    pub(super) fn prepare<'p>(
         &mut self,
-        step: &PlannedStep,
+        step: &'p PlannedStep,
         cancel: &CancellationToken,
-    ) -> (StepSettings, Prepared) {
+    ) -> (StepSettings, Prepared<'p>) {
         let status = self.status(cancel);
         self.set_github("action", &step.name);
         self.set_github("action_repository", "");
@@ -79,93 +79,49 @@ impl JobState<'_> {
                 Err(err) => return (settings, Prepared::Fail(vec![err.user_message()])),
             }
         }
-        let prepared = match &step.kind {
-            StepKind::Unrunnable { reason } => Prepared::Fail(vec![reason.clone()]),
-            StepKind::Script(inputs) => match self.render(step, inputs, &env, &settings) {
-                Ok(exec) => Prepared::Run(Box::new(exec)),
-                Err(message) => Prepared::Fail(vec![message]),
-            },
+        let ready = ReadyStep {
+            step,
+            env,
+            display_name: settings.display_name.clone(),
         };
-        (settings, prepared)
+        (settings, Prepared::Ready(ready))
     }
 
-    /// Evaluates a script step's inputs and timeout and renders it.
-    fn render(
-        &mut self,
+    /// The step's `timeout-minutes` (as written, for the message, and as a duration); `None`
+    /// when absent, not positive or null.
+    pub(super) fn step_timeout(
+        &self,
         step: &PlannedStep,
-        inputs: &ScriptInputs,
-        env: &[(String, String)],
-        settings: &StepSettings,
-    ) -> Result<StepExec, String> {
-        let status = JobStatus::Success;
-        let timeout = match &step.timeout_minutes {
-            None => None,
-            Some(token) => match self.with_evaluator(status, |e| e.evaluate(token)) {
-                Ok(Value::Number(minutes)) if minutes > 0.0 && minutes.is_finite() => {
-                    Some((minutes, Duration::from_secs_f64(minutes * 60.0)))
-                }
-                Ok(Value::Number(_)) | Ok(Value::Null) => None,
-                Ok(other) => {
-                    return Err(format!(
-                        "timeout-minutes must be a number, got {}",
-                        crate::job::template::value_kind(&other)
-                    ));
-                }
-                Err(err) => return Err(err.user_message()),
-            },
+    ) -> Result<Option<(f64, Duration)>, String> {
+        let Some(token) = &step.timeout_minutes else {
+            return Ok(None);
         };
-        let files = file_command_paths(&self.plan.layout.file_commands);
-        for (kind, path) in &files {
-            self.set_github(kind.context_name(), path);
+        match self.with_evaluator(JobStatus::Success, |e| e.evaluate(token)) {
+            Ok(Value::Number(minutes)) if minutes > 0.0 && minutes.is_finite() => {
+                Ok(Some((minutes, Duration::from_secs_f64(minutes * 60.0))))
+            }
+            Ok(Value::Number(_)) | Ok(Value::Null) => Ok(None),
+            Ok(other) => Err(format!(
+                "timeout-minutes must be a number, got {}",
+                crate::job::template::value_kind(&other)
+            )),
+            Err(err) => Err(err.user_message()),
         }
-        let keep_running_on_cancel = self
-            .with_evaluator(JobStatus::Cancelled, |e| {
-                e.evaluate_condition(&step.condition)
-            })
-            .unwrap_or(false);
-        let text = |token: &Option<crate::protocol::template_token::TemplateToken>| {
-            token
-                .as_ref()
-                .map(|t| self.with_evaluator(status, |e| e.evaluate_string(t)))
-                .transpose()
-                .map_err(|e| e.user_message())
-        };
-        let script = self
-            .with_evaluator(status, |e| e.evaluate_string(&inputs.script))
-            .map_err(|e| e.user_message())?;
-        let shell = text(&inputs.shell)?;
-        let working_directory = text(&inputs.working_directory)?;
-        let stdin = text(&inputs.stdin)?;
-        let request = ScriptRequest {
-            script: &script,
-            shell: shell.as_deref(),
-            working_directory: working_directory.as_deref(),
-            defaults: &self.defaults,
-            env,
-            path_prepends: &self.path,
-            guest_path: None,
-            contexts: &self.contexts,
-            script_id: Uuid::new_v4(),
-        };
-        let rendered = render_step(self.plan, &request).map_err(|e| e.to_string())?;
-        let commands = command_config(self.plan, env);
-        Ok(StepExec {
-            step_id: step.id,
-            display_name: settings.display_name.clone(),
-            command: rendered.to_guest_command(stdin.map(String::into_bytes)),
-            script_path: rendered.script_path,
-            script: rendered.script,
-            files,
-            timeout,
-            keep_running_on_cancel,
-            commands,
+    }
+
+    /// True if the step keeps running when the job is cancelled: its condition holds with
+    /// status `cancelled` (`always()`, `cancelled()`).
+    pub(super) fn keeps_running_on_cancel(&self, step: &PlannedStep) -> bool {
+        self.with_evaluator(JobStatus::Cancelled, |e| {
+            e.evaluate_condition(&step.condition)
         })
+        .unwrap_or(false)
     }
 }
 
 /// Command settings of a step: the opt-ins come from the runner's own environment or the
 /// step's env context.
-fn command_config(plan: &JobPlan, env: &[(String, String)]) -> CommandConfig {
+pub(super) fn command_config(plan: &JobPlan, env: &[(String, String)]) -> CommandConfig {
     let enabled = |name: &str| {
         std::env::var(name).is_ok_and(|v| parse_bool_setting(&v))
             || env

@@ -40,7 +40,7 @@ use self::reaper::VMS_DIR;
 use self::resources::{Resources, check_socket_paths, validate_name};
 use super::egress::Egress;
 use super::guest_user::GuestUser;
-use super::{Hypervisor, NetworkPolicy, VmError, VmSpec};
+use super::{Hypervisor, LaunchSource, NetworkPolicy, VmError, VmSpec};
 pub use boot::CONSOLE_RING_BYTES;
 pub use vm::QemuVm;
 
@@ -158,6 +158,12 @@ impl Hypervisor for Qemu {
 
     async fn launch(&self, spec: VmSpec) -> Result<QemuVm, VmError> {
         validate_name(&spec.name)?;
+        if let LaunchSource::RestoreSnapshot(_) = spec.source {
+            return Err(VmError::Unsupported {
+                backend: "qemu",
+                what: "restore a VM from a snapshot yet (only cold boots)",
+            });
+        }
         let kernel = spec
             .image
             .manifest
@@ -218,6 +224,7 @@ impl Hypervisor for Qemu {
         timings.total = started.elapsed();
         tracing::info!(
             vm = %spec.name,
+            job = spec.job.as_deref().unwrap_or("-"),
             accel = %choice.accel,
             total_ms = timings.total.as_millis() as u64,
             guest_ready_ms = timings.guest_ready.as_millis() as u64,

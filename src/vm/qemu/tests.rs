@@ -10,9 +10,10 @@ use super::*;
 
 #[test]
 fn socket_paths_beyond_sun_path_are_refused_up_front() {
-    let job = "job-0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f";
-    check_socket_paths(&Path::new("/var/lib/ghrunner-vm/vms").join(job)).unwrap();
-    let deep = Path::new("/tmp").join("d".repeat(60)).join("vms").join(job);
+    // The executor's VM names: `vm-<uuid>`.
+    let vm = "vm-0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f";
+    check_socket_paths(&Path::new("/var/lib/ghrunner-vm/vms").join(vm)).unwrap();
+    let deep = Path::new("/tmp").join("d".repeat(60)).join("vms").join(vm);
     match check_socket_paths(&deep) {
         Err(VmError::SocketPathTooLong { path, len }) => {
             assert_eq!(len, path.as_os_str().len());
@@ -39,7 +40,12 @@ fn qemu_versions_are_read_from_the_banner() {
 
 #[test]
 fn names_must_be_safe_directory_names() {
-    for ok in ["job-1", "a.b_c", "X9"] {
+    for ok in [
+        "vm-0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f",
+        "job-1",
+        "a.b_c",
+        "X9",
+    ] {
         validate_name(ok).unwrap();
     }
     for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"x".repeat(65)] {
@@ -71,4 +77,45 @@ fn resources_drop_kills_children_and_removes_the_directory() {
     drop(res);
     assert!(!dir.exists());
     assert!(ProcessId::of(pid).is_none(), "killed and reaped");
+}
+
+#[tokio::test]
+async fn a_snapshot_restore_is_refused_before_anything_is_created() {
+    let runner = tempfile::tempdir().unwrap();
+    let qemu = Qemu::new(QemuConfig::new(runner.path())).unwrap();
+    let spec = crate::vm::VmSpec {
+        name: "vm-1".into(),
+        job: None,
+        source: crate::vm::LaunchSource::RestoreSnapshot(crate::vm::SnapshotRef {
+            dir: runner.path().join("snapshots/tiny"),
+        }),
+        image: crate::image::Image {
+            dir: runner.path().join("images/tiny"),
+            manifest: crate::image::ImageManifest::default(),
+        },
+        cpus: 1,
+        memory_mib: 256,
+        disk_gib: None,
+        network: NetworkPolicy::None,
+        boot_timeout: std::time::Duration::from_secs(1),
+        console_log: None,
+    };
+    let Err(err) = qemu.launch(spec).await else {
+        panic!("a snapshot restore was launched")
+    };
+    assert!(
+        matches!(
+            err,
+            VmError::Unsupported {
+                backend: "qemu",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the qemu backend cannot restore a VM from a snapshot yet (only cold boots)"
+    );
+    assert!(!runner.path().join(VMS_DIR).exists(), "nothing created");
 }
