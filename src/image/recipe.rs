@@ -34,6 +34,7 @@ const BUILTIN: &[(&str, &[(&str, &str)])] = &[
                 include_str!("../../runner-images/tiny/build.sh"),
             ),
             ("init", include_str!("../../runner-images/tiny/init")),
+            ("facts.sh", include_str!("../../runner-images/lib/facts.sh")),
             (
                 "udhcpc.script",
                 include_str!("../../runner-images/tiny/udhcpc.script"),
@@ -47,6 +48,7 @@ const BUILTIN: &[(&str, &[(&str, &str)])] = &[
                 "build.sh",
                 include_str!("../../runner-images/debian/build.sh"),
             ),
+            ("facts.sh", include_str!("../../runner-images/lib/facts.sh")),
             (
                 "ghrunner-guest.service",
                 include_str!("../../runner-images/debian/ghrunner-guest.service"),
