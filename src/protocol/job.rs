@@ -134,6 +134,14 @@ pub struct AgentJobRequestMessage {
     /// `snapshot:` (image name or mapping; accepted, not supported).
     #[serde(default, alias = "Snapshot", skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<TemplateToken>,
+    /// Who is billed for the job (run service), echoed when the job is completed.
+    #[serde(
+        default,
+        alias = "BillingOwnerId",
+        deserialize_with = "super::lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub billing_owner_id: Option<String>,
 }
 
 /// `plan`: which orchestration plan the job is part of.
@@ -553,6 +561,8 @@ fn serialize_context_map<S: Serializer>(
 }
 
 pub use super::step::{ActionStep, JobStep, StepReference};
+pub use validate::JobMessageError;
 
 #[cfg(test)]
 mod tests;
+mod validate;
