@@ -280,6 +280,18 @@ mod tests {
     }
 
     #[test]
+    fn a_billing_owner_of_any_shape_never_fails_the_message() {
+        // The runner only echoes it back; the lenient reader before typing ignored odd shapes.
+        for (owner, read) in [(json!(42), Some("42")), (json!({"id": 1}), None)] {
+            let mut m = typed_message();
+            m["billingOwnerId"] = owner;
+            let received = ReceivedJob::from_delivered(&m).unwrap();
+            assert!(received.message.is_ok());
+            assert_eq!(received.job_ref.billing_owner_id.as_deref(), read);
+        }
+    }
+
+    #[test]
     fn a_message_without_ids_is_unusable_with_both_reasons() {
         let mut m = typed_message();
         m.as_object_mut().unwrap().remove("jobId");

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::context_data::PipelineContextData;
 use super::template_token::TemplateToken;
 use super::wire::{
-    get_ci, get_int, lenient_string_map, lookup_ci, null_default, serialize_string_map,
+    get_ci, get_int, lenient_string_map, lookup_ci, null_default, opt_text, serialize_string_map,
 };
 
 /// Name of the endpoint that carries the job's access token and service URLs.
@@ -138,7 +138,7 @@ pub struct AgentJobRequestMessage {
     #[serde(
         default,
         alias = "BillingOwnerId",
-        deserialize_with = "super::lenient::opt_string",
+        deserialize_with = "opt_text",
         skip_serializing_if = "Option::is_none"
     )]
     pub billing_owner_id: Option<String>,
