@@ -73,9 +73,11 @@ pub struct ExecutorError {
 
 /// Runs one job's steps.
 ///
-/// `message` is the acquired job message, typed and validated. The executor must watch `cancel`: once it fires the job should stop its steps and return soon (typically with
-/// [`TaskResult::Canceled`]). If it does not return within the cancel timeout, its future is
-/// dropped, so dropping it must release everything it holds (VMs kill themselves on drop).
+/// `message` is the acquired job message, typed and validated where the listener received it.
+/// The executor must watch `cancel`: once it fires the job should stop its steps and return
+/// soon (typically with [`TaskResult::Canceled`]). If it does not return within the cancel
+/// timeout, its future is dropped, so dropping it must release everything it holds (VMs kill
+/// themselves on drop).
 pub trait JobExecutor: Send + Sync + 'static {
     /// Runs the job to its end.
     fn execute(
