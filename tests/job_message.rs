@@ -4,9 +4,8 @@
 //! logged, and the executor never sees it; a body without usable ids is skipped. Either way
 //! the next job runs.
 
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod support;
@@ -18,6 +17,7 @@ use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use serde_json::{Value, json};
 use support::listener::attach;
+use support::logs::Buffer;
 use support::wait::eventually;
 use tokio_util::sync::CancellationToken;
 
@@ -42,33 +42,6 @@ impl JobExecutor for CountingExecutor {
         );
         self.started.fetch_add(1, Ordering::SeqCst);
         Ok(JobOutcome::with_result(TaskResult::Succeeded))
-    }
-}
-
-/// A `MakeWriter` appending into a shared buffer.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
 
