@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 mod support;
 
@@ -16,13 +15,10 @@ use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use serde_json::{Value, json};
-use support::listener::attach;
+use support::listener::{attach, job, stop};
 use support::logs::Buffer;
-use support::wait::eventually;
+use support::wait::{PATIENCE, eventually};
 use tokio_util::sync::CancellationToken;
-
-/// Upper bound for anything the tests wait for.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Succeeds at once, counting the jobs it was given.
 #[derive(Default)]
@@ -55,17 +51,6 @@ fn capture_logs() -> (Buffer, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .finish();
     (buffer, tracing::subscriber::set_default(subscriber))
-}
-
-fn job(name: &str) -> Value {
-    json!({
-        "jobId": uuid::Uuid::new_v4().to_string(),
-        "jobName": name,
-        "plan": {"planId": uuid::Uuid::new_v4().to_string(), "scopeIdentifier": uuid::Uuid::new_v4().to_string(),
-                 "planType": "actions", "version": 12},
-        "timeline": {"id": uuid::Uuid::new_v4().to_string()},
-        "variables": {}, "steps": []
-    })
 }
 
 fn enqueue(proto: &ProtocolState, broker: bool, job: Value) -> String {
@@ -134,12 +119,7 @@ async fn invalid_bodies_fail_their_jobs(broker: bool) {
         "only the valid job ran"
     );
 
-    runner.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, runner.task)
-        .await
-        .expect("the listener stops")
-        .unwrap()
-        .unwrap();
+    stop(runner).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -178,11 +158,6 @@ async fn a_job_body_without_usable_ids_is_skipped_on_both_paths() {
             .unwrap_or_else(|| panic!("the skip is logged (broker: {broker}): {log}"));
         assert!(line.contains("job message has no plan"), "{line}");
         assert_eq!(exec.started.load(Ordering::SeqCst), 1);
-        runner.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, runner.task)
-            .await
-            .expect("the listener stops")
-            .unwrap()
-            .unwrap();
+        stop(runner).await;
     }
 }
