@@ -252,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
             "http://127.0.0.1:1/_services/pipelines/",
             run as u64 + 1,
         )?;
-        let message = serde_json::to_value(&compiled.message)?;
+        let message = compiled.message;
         *marks.lock().unwrap() = Marks::default();
         let received = Instant::now();
         let outcome = executor.execute(message, CancellationToken::new()).await?;

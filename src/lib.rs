@@ -8,7 +8,7 @@
 //!   │  encrypted message (AES-256-CBC, session key wrapped with our RSA key)
 //!   ▼
 //! listener: session, long-poll, decrypt, dispatch, back-off, shutdown
-//!   │  JobRequest
+//!   │  AgentJobRequestMessage (typed and validated once, where the listener receives it)
 //!   ▼
 //! job runner: acquire → heartbeat → plan → VM → steps → report → complete
 //!   │  JobPlan (pure)

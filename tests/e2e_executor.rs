@@ -16,6 +16,7 @@ use ghrunner_vm::job::executor::{
 };
 use ghrunner_vm::job::lifecycle::JobExecutor;
 use ghrunner_vm::protocol::TaskResult;
+use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::vm::NetworkPolicy;
 use ghrunner_vm::vm::qemu::accel::AccelMode;
 use ghrunner_vm::vm::qemu::{Qemu, QemuConfig};
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 const SECRET: &str = "e2e-Demo-Secret-4711";
 const HELLO: &str = include_str!("../examples/hello.yml");
 
-fn message() -> serde_json::Value {
+fn message() -> AgentJobRequestMessage {
     let secrets = vec![("DEMO_TOKEN".to_owned(), SECRET.to_owned())];
     let workflow = WorkflowJob {
         yaml: HELLO,
@@ -38,7 +39,7 @@ fn message() -> serde_json::Value {
     // Reports go to a collector: the service URLs are never contacted.
     let compiled = compile_workflow_job(&workflow, "http://127.0.0.1:1", "http://127.0.0.1:1/", 1)
         .expect("the demo workflow compiles");
-    serde_json::to_value(&compiled.message).expect("serialises")
+    compiled.message
 }
 
 fn qemu_processes_of(dir: &Path) -> Vec<String> {
@@ -172,7 +173,7 @@ async fn a_stopped_qemu_fails_the_job_and_the_vm_is_destroyed() {
     };
     let compiled = compile_workflow_job(&workflow, "http://127.0.0.1:1", "http://127.0.0.1:1/", 1)
         .expect("compiles");
-    let message = serde_json::to_value(&compiled.message).unwrap();
+    let message = compiled.message;
     let job = {
         let executor = Arc::clone(&executor);
         tokio::spawn(async move { executor.execute(message, CancellationToken::new()).await })

@@ -24,6 +24,7 @@ use ghrunner_vm::job::lifecycle::{
 };
 use ghrunner_vm::metrics::Metrics;
 use ghrunner_vm::protocol::TaskResult;
+use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use ghrunner_vm::vm::{
     ExecOutcome, GuestCommand, Hypervisor, NetworkPolicy, OutputChunk, Vm, VmError, VmSpec,
 };
@@ -237,6 +238,7 @@ async fn run(
         cancel,
         kill_after: Duration::from_secs(20),
     };
+    let message = AgentJobRequestMessage::from_delivered(&message).expect("a valid job message");
     let result = run_job(
         Arc::clone(&channel),
         executor,

@@ -18,8 +18,8 @@ use ghrunner_vm::localsvc::protocol::{
 };
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
 use ghrunner_vm::metrics::Metrics;
-use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::lifecycle::VariableValue;
+use ghrunner_vm::protocol::{AgentJobRequestMessage, TaskResult};
 use serde_json::{Value, json};
 use support::listener::{VERSION, listen, seed, seed_agent};
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ impl FakeExecutor {
 impl JobExecutor for FakeExecutor {
     async fn execute(
         &self,
-        message: Value,
+        message: AgentJobRequestMessage,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutorError> {
         self.started.fetch_add(1, Ordering::SeqCst);
@@ -58,7 +58,7 @@ impl JobExecutor for FakeExecutor {
             }
             _ = tokio::time::sleep(self.work) => {
                 let mut outcome = JobOutcome::with_result(TaskResult::Succeeded);
-                let job_name = message["jobName"].as_str().unwrap_or_default().to_owned();
+                let job_name = message.job_name;
                 outcome.outputs.insert("answer".into(), VariableValue { value: format!("42-{job_name}"), is_secret: false });
                 Ok(outcome)
             }

@@ -4,34 +4,11 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use ghrunner_vm::client::{HttpClient, TokenProvider};
 use ghrunner_vm::config::runner::Registration;
 use ghrunner_vm::localsvc::DEFAULT_REGISTRATION_TOKEN;
 use support::cli::{reg_dir, register, service};
-
-/// A `MakeWriter` appending into a shared buffer.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use support::logs::Buffer;
 
 #[tokio::test]
 async fn registration_and_token_exchange_log_no_secrets() {

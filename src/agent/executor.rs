@@ -16,6 +16,7 @@ use crate::job::executor::{HostRuntime, ServiceReports, VmJobExecutor};
 use crate::job::lifecycle::{ExecutorError, JobExecutor, JobOutcome};
 use crate::metrics::Metrics;
 use crate::protocol::TaskResult;
+use crate::protocol::job::AgentJobRequestMessage;
 use crate::protocol::lifecycle::VariableValue;
 use crate::vm::null::NullHypervisor;
 use crate::vm::qemu::Qemu;
@@ -74,7 +75,7 @@ impl ExecutorSource {
 impl JobExecutor for RunExecutor {
     async fn execute(
         &self,
-        message: serde_json::Value,
+        message: AgentJobRequestMessage,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutorError> {
         match self {
@@ -181,7 +182,7 @@ impl SleepExecutor {
 impl JobExecutor for SleepExecutor {
     async fn execute(
         &self,
-        _message: serde_json::Value,
+        _message: AgentJobRequestMessage,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutorError> {
         tokio::select! {

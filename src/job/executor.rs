@@ -14,7 +14,8 @@
 //! the job with a clear job-level log line and error annotation, so it shows in the GitHub UI;
 //! the executor itself stays healthy for the next job. The VM is destroyed on every path: the
 //! normal one explicitly, cancellation and panics through `Vm`'s `Drop` as the backstop.
-//! Only a message that does not parse or a reporter that cannot start are [`ExecutorError`]s.
+//! Only a reporter that cannot start is an [`ExecutorError`] (the message arrives typed and
+//! validated by the listener).
 //!
 //! The executor runs as a [`RunnerIdentity`] (name and labels): a registration's, or one a
 //! run without registration makes up. VMs get names of their own (`vm-<uuid>`), never the
@@ -445,13 +446,9 @@ impl<H: Hypervisor, R: ReportFactory> JobExecutor for VmJobExecutor<H, R> {
 
     async fn execute(
         &self,
-        message: serde_json::Value,
+        message: AgentJobRequestMessage,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutorError> {
-        let message: AgentJobRequestMessage =
-            serde_json::from_value(message).map_err(|e| ExecutorError {
-                source: Box::new(e),
-            })?;
         let report = self
             .reports
             .start(&message, &self.config.runner.name)

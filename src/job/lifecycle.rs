@@ -1,5 +1,7 @@
 //! The life of one acquired job, independent of the protocol path: first renewal, the
 //! heartbeat task, running the [`JobExecutor`], cancellation, and completion with retries.
+//! The job arrives typed ([`AgentJobRequestMessage`], validated where the listener received
+//! it); a job whose message did not validate goes through [`fail_unusable_job`] instead.
 //!
 //! ```text
 //!  acquired ──first renew ok──► running ──executor returns──► completing ──► done
@@ -26,8 +28,10 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::backoff::{RenewDecision, RenewPolicy, Timings};
+use crate::errors::ErrorChain;
 use crate::job::report::{CompletionAnnotation, StepResult};
 use crate::protocol::TaskResult;
+use crate::protocol::job::AgentJobRequestMessage;
 use crate::protocol::lifecycle::VariableValue;
 
 /// A boxed error from another layer (the HTTP client or the executor).
@@ -69,15 +73,16 @@ pub struct ExecutorError {
 
 /// Runs one job's steps.
 ///
-/// `message` is the acquired job message (`AgentJobRequestMessage` JSON). The executor must
-/// watch `cancel`: once it fires the job should stop its steps and return soon (typically with
-/// [`TaskResult::Canceled`]). If it does not return within the cancel timeout, its future is
-/// dropped, so dropping it must release everything it holds (VMs kill themselves on drop).
+/// `message` is the acquired job message, typed and validated where the listener received it.
+/// The executor must watch `cancel`: once it fires the job should stop its steps and return
+/// soon (typically with [`TaskResult::Canceled`]). If it does not return within the cancel
+/// timeout, its future is dropped, so dropping it must release everything it holds (VMs kill
+/// themselves on drop).
 pub trait JobExecutor: Send + Sync + 'static {
     /// Runs the job to its end.
     fn execute(
         &self,
-        message: serde_json::Value,
+        message: AgentJobRequestMessage,
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<JobOutcome, ExecutorError>> + Send;
 
@@ -184,25 +189,14 @@ pub fn parse_timespan(text: &str) -> Option<Duration> {
 pub async fn run_job<C: JobChannel, E: JobExecutor>(
     channel: Arc<C>,
     executor: &E,
-    message: serde_json::Value,
+    message: AgentJobRequestMessage,
     control: JobControl,
     timings: &Timings,
 ) -> TaskResult {
-    let mut policy = RenewPolicy::default();
-    if !first_renew(channel.as_ref(), &mut policy, timings).await {
-        tracing::warn!("job lock could not be renewed, job abandoned without running");
-        let outcome = JobOutcome::with_result(TaskResult::Abandoned);
-        complete(channel.as_ref(), &outcome, timings).await;
-        return outcome.result;
-    }
-    if control.cancel.is_cancelled() {
-        // Cancelled before it started (e.g. while it waited for the previous job): the
-        // official runner completes it as canceled without starting the worker.
-        tracing::info!("job cancelled before it started");
-        let outcome = JobOutcome::with_result(TaskResult::Canceled);
-        complete(channel.as_ref(), &outcome, timings).await;
-        return outcome.result;
-    }
+    let policy = match start(channel.as_ref(), &control, timings).await {
+        Ok(policy) => policy,
+        Err(ended) => return ended,
+    };
     let lost = CancellationToken::new();
     // Aborted when this function returns or its future is dropped: no heartbeat without a job.
     let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
@@ -224,6 +218,49 @@ pub async fn run_job<C: JobChannel, E: JobExecutor>(
     outcome.result
 }
 
+/// Completes an acquired job whose message did not validate as failed, logging why: it is
+/// renewed first and a cancellation that came first still wins, as for any job, but the
+/// executor never sees it. Returns the reported result.
+pub async fn fail_unusable_job<C: JobChannel>(
+    channel: Arc<C>,
+    why: &(dyn std::error::Error + Send + Sync),
+    control: JobControl,
+    timings: &Timings,
+) -> TaskResult {
+    if let Err(ended) = start(channel.as_ref(), &control, timings).await {
+        return ended;
+    }
+    tracing::error!(error = %ErrorChain(why), "the job message is not valid; completing the job as failed");
+    let outcome = JobOutcome::with_result(TaskResult::Failed);
+    complete(channel.as_ref(), &outcome, timings).await;
+    outcome.result
+}
+
+/// What happens to every job before it runs: the first renewal, then a check for a
+/// cancellation that came first. `Err` is the result the job was already completed with.
+async fn start<C: JobChannel>(
+    channel: &C,
+    control: &JobControl,
+    timings: &Timings,
+) -> Result<RenewPolicy, TaskResult> {
+    let mut policy = RenewPolicy::default();
+    if !first_renew(channel, &mut policy, timings).await {
+        tracing::warn!("job lock could not be renewed, job abandoned without running");
+        let outcome = JobOutcome::with_result(TaskResult::Abandoned);
+        complete(channel, &outcome, timings).await;
+        return Err(outcome.result);
+    }
+    if control.cancel.is_cancelled() {
+        // Cancelled before it started (e.g. while it waited for the previous job): the
+        // official runner completes it as canceled without starting the worker.
+        tracing::info!("job cancelled before it started");
+        let outcome = JobOutcome::with_result(TaskResult::Canceled);
+        complete(channel, &outcome, timings).await;
+        return Err(outcome.result);
+    }
+    Ok(policy)
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -235,7 +272,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 async fn supervise<E: JobExecutor>(
     executor: &E,
-    message: serde_json::Value,
+    message: AgentJobRequestMessage,
     control: &JobControl,
     lost: &CancellationToken,
 ) -> JobOutcome {

@@ -4,13 +4,14 @@
 //! request is left for redelivery.
 
 use super::handover::NextJob;
-use super::jobref::JobRef;
+use super::jobref::ReceivedJob;
 use super::jobs::{self, LegacyChannel, RunServiceChannel};
 use super::running::Jobs;
 use super::session::{self, Session};
 use super::{Listener, Source};
 use crate::client::backoff::ErrorThrottle;
 use crate::client::broker::ServiceError;
+use crate::errors::ErrorChain;
 use crate::job::lifecycle::JobExecutor;
 use crate::protocol::message::{
     BrokerErrorKind, ListenerMessage, RunnerJobRequestRef, TaskAgentMessage,
@@ -181,19 +182,23 @@ impl<E: JobExecutor> Listener<E> {
         }
     }
 
+    /// Types the delivered job message and starts the job (a message without usable ids is
+    /// skipped: it cannot be renewed or completed).
     fn start_legacy_job(&self, job: serde_json::Value, jobs: &mut Jobs) {
-        match JobRef::from_message(&job) {
-            Ok(job_ref) => {
+        match ReceivedJob::from_delivered(&job) {
+            Ok(received) => {
                 let channel = LegacyChannel::new(
                     self.http.clone(),
                     self.legacy.clone(),
-                    job_ref.clone(),
+                    received.job_ref.clone(),
                     self.cfg.timings.clone(),
                 );
                 let next = NextJob::Legacy(self.legacy.clone());
-                self.spawn_job(channel, job_ref, job, next, jobs);
+                self.spawn_job(channel, received, next, jobs);
             }
-            Err(err) => tracing::error!(error = %err, "job message unusable, skipped"),
+            Err(err) => {
+                tracing::error!(error = %err, invalid = %ErrorChain(&err.invalid), "job message unusable, skipped")
+            }
         }
     }
 
@@ -276,17 +281,18 @@ impl<E: JobExecutor> Listener<E> {
                 };
             }
         };
-        match JobRef::from_message(&message) {
-            Ok(mut job_ref) => {
+        match ReceivedJob::from_delivered(&message) {
+            Ok(mut received) => {
+                let job_ref = &mut received.job_ref;
                 if job_ref.billing_owner_id.is_none() {
                     job_ref.billing_owner_id = job.billing_owner_id.clone();
                 }
                 let channel =
                     RunServiceChannel::new(self.http.clone(), job_ref.clone(), timings.clone());
-                self.spawn_job(channel, job_ref, message, NextJob::RunService, jobs);
+                self.spawn_job(channel, received, NextJob::RunService, jobs);
             }
             Err(err) => {
-                tracing::error!(error = %err, "acquired job message unusable, skipped");
+                tracing::error!(error = %err, invalid = %ErrorChain(&err.invalid), "acquired job message unusable, skipped");
                 self.executor.discard_prepared();
             }
         }

@@ -37,8 +37,9 @@
 //! (never dropped). Transient faults never end the process.
 //!
 //! Here: the configuration, the poll loop and its reactions to failures and version refusals.
-//! Acting on one message is in `dispatch`, the jobs dispatched in `running`, the session in
-//! `session`, the hand-over between consecutive jobs in `handover`, the errors in `error`.
+//! Acting on one message is in `dispatch`, typing a job message once (both paths) in `jobref`,
+//! the jobs dispatched in `running`, the session in `session`, the hand-over between
+//! consecutive jobs in `handover`, the errors in `error`.
 
 mod dispatch;
 mod error;

@@ -8,9 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Listener;
 use super::handover::{NextJob, Previous, wait_for_previous};
-use super::jobref::JobRef;
+use super::jobref::ReceivedJob;
 use crate::client::session::PollStatus;
-use crate::job::lifecycle::{JobChannel, JobControl, JobExecutor, run_job};
+use crate::job::lifecycle::{JobChannel, JobControl, JobExecutor, fail_unusable_job, run_job};
 use crate::protocol::TaskResult;
 
 /// A job this listener dispatched that has not ended yet.
@@ -59,15 +59,19 @@ impl Jobs {
 
 impl<E: JobExecutor> Listener<E> {
     /// Spawns the job's task: it waits for the previous job of this runner (if one is still
-    /// finishing), then runs the job's lifecycle.
+    /// finishing), then runs the job's lifecycle (a job whose message did not validate is
+    /// completed as failed instead of running).
     pub(super) fn spawn_job<C: JobChannel>(
         &self,
         channel: C,
-        job: JobRef,
-        message: serde_json::Value,
+        received: ReceivedJob,
         next: NextJob,
         jobs: &mut Jobs,
     ) {
+        let ReceivedJob {
+            job_ref: job,
+            message,
+        } = received;
         let cancel = CancellationToken::new();
         let finished = CancellationToken::new();
         let control = JobControl {
@@ -91,14 +95,13 @@ impl<E: JobExecutor> Listener<E> {
                 // Fires `finished` however the task ends (a panic included).
                 let _done = done;
                 wait_for_previous(previous, &next, timings.timeouts.short_call).await;
-                let result = run_job(
-                    Arc::new(channel),
-                    executor.as_ref(),
-                    message,
-                    control,
-                    &timings,
-                )
-                .await;
+                let channel = Arc::new(channel);
+                let result = match message {
+                    Ok(message) => {
+                        run_job(channel, executor.as_ref(), message, control, &timings).await
+                    }
+                    Err(invalid) => fail_unusable_job(channel, &invalid, control, &timings).await,
+                };
                 executor.release_prepared(&job_id);
                 result
             },

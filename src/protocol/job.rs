@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::context_data::PipelineContextData;
 use super::template_token::TemplateToken;
 use super::wire::{
-    get_ci, get_int, lenient_string_map, lookup_ci, null_default, serialize_string_map,
+    get_ci, get_int, lenient_string_map, lookup_ci, null_default, opt_text, serialize_string_map,
 };
 
 /// Name of the endpoint that carries the job's access token and service URLs.
@@ -134,6 +134,14 @@ pub struct AgentJobRequestMessage {
     /// `snapshot:` (image name or mapping; accepted, not supported).
     #[serde(default, alias = "Snapshot", skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<TemplateToken>,
+    /// Who is billed for the job (run service), echoed when the job is completed.
+    #[serde(
+        default,
+        alias = "BillingOwnerId",
+        deserialize_with = "opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub billing_owner_id: Option<String>,
 }
 
 /// `plan`: which orchestration plan the job is part of.
@@ -553,6 +561,8 @@ fn serialize_context_map<S: Serializer>(
 }
 
 pub use super::step::{ActionStep, JobStep, StepReference};
+pub use validate::JobMessageError;
 
 #[cfg(test)]
 mod tests;
+mod validate;

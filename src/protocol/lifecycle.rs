@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::TaskResult;
 use crate::protocol::completion::{CompletionAnnotation, StepResult};
+use crate::protocol::job::ActionsEnvironmentReference;
 
 /// The lock token of legacy job-request calls: always the empty GUID.
 pub const EMPTY_LOCK_TOKEN: &str = "00000000-0000-0000-0000-000000000000";
@@ -195,9 +196,9 @@ pub struct JobCompletedEvent {
     /// Job outputs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, VariableValue>,
-    /// Deployment environment, as received.
+    /// Deployment environment, as the job message gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actions_environment: Option<serde_json::Value>,
+    pub actions_environment: Option<ActionsEnvironmentReference>,
 }
 
 impl JobCompletedEvent {

@@ -151,8 +151,9 @@ pub struct RunnerShutdown {
 /// A decoded message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenerMessage {
-    /// A full job message (legacy path). The job engineer's typed message is parsed from this
-    /// value where the job runs.
+    /// A full job message (legacy path), as JSON: the listener types and validates it once
+    /// ([`crate::protocol::job::AgentJobRequestMessage::from_delivered`]), and reads the ids
+    /// of a message that does not validate from this value so the job can still be completed.
     PipelineAgentJobRequest(serde_json::Value),
     /// A run-service job reference (broker path).
     RunnerJobRequest(RunnerJobRequestRef),

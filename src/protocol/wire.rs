@@ -90,6 +90,20 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// Deserializes an optional text property the runner only echoes back: a string, or a number
+/// as its text; anything else (null, objects, lists) reads as absent rather than failing the
+/// whole document.
+pub(crate) fn opt_text<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(match Json::deserialize(deserializer)? {
+        Json::String(s) => Some(s),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 /// Deserializes a string-to-string dictionary whose values may be null or non-string scalars
 /// (null becomes `""`, numbers and booleans their JSON text), keeping key order.
 pub(crate) fn lenient_string_map<'de, D>(deserializer: D) -> Result<Vec<(String, String)>, D::Error>

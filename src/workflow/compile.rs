@@ -151,6 +151,7 @@ pub fn compile_job(request: &CompileRequest<'_>) -> Result<CompiledJob, Workflow
             enable_debugger: false,
             debugger_tunnel: None,
             snapshot: None,
+            billing_owner_id: None,
         },
         runs_on,
     })

@@ -8,8 +8,9 @@
 //! - [`cli`]: running the CLI in-process; [`disk`]: a blank data disk for images;
 //! - [`fake_image`]: an image directory without a bootable kernel (for the null hypervisor);
 //! - [`image`]: the tiny test image, built once per machine;
-//! - [`listener`]: a listener wired to the local service; [`local_vm`]: a VM on this host
-//!   without QEMU (scripts run locally); [`reports`]: reading a job's reports back;
+//! - [`listener`]: a listener wired to the local service; [`logs`]: capturing log output;
+//!   [`local_vm`]: a VM on this host without QEMU (scripts run locally); [`reports`]: reading
+//!   a job's reports back;
 //! - [`wait`]: polling until a condition holds.
 
 // Each test binary uses only some of the helpers.
@@ -23,5 +24,6 @@ pub mod fake_image;
 pub mod image;
 pub mod listener;
 pub mod local_vm;
+pub mod logs;
 pub mod reports;
 pub mod wait;

@@ -78,10 +78,10 @@ impl FakeExecutor {
 impl JobExecutor for FakeExecutor {
     async fn execute(
         &self,
-        message: serde_json::Value,
+        message: AgentJobRequestMessage,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutorError> {
-        assert_eq!(message["jobId"], "j1");
+        assert_eq!(message.job_id, JOB_ID);
         tokio::select! {
             _ = tokio::time::sleep(self.work) => {}
             _ = cancel.cancelled(), if !self.stubborn => {
@@ -108,8 +108,16 @@ fn control() -> JobControl {
     }
 }
 
-fn message() -> serde_json::Value {
-    serde_json::json!({"jobId": "j1"})
+const JOB_ID: uuid::Uuid = uuid::Uuid::from_u128(0x11);
+
+fn message() -> AgentJobRequestMessage {
+    AgentJobRequestMessage::from_delivered(&serde_json::json!({
+        "jobId": JOB_ID, "plan": {"planId": uuid::Uuid::from_u128(0x12)},
+        "timeline": {"id": uuid::Uuid::from_u128(0x13)}, "steps": [],
+        "resources": {"endpoints": [{"name": "SystemVssConnection", "url": "http://svc/",
+            "authorization": {"parameters": {"AccessToken": "tok"}}}]}
+    }))
+    .expect("a valid message")
 }
 
 #[tokio::test]
@@ -257,7 +265,7 @@ struct PanickingExecutor;
 impl JobExecutor for PanickingExecutor {
     async fn execute(
         &self,
-        _message: serde_json::Value,
+        _message: AgentJobRequestMessage,
         _cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutorError> {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -300,6 +308,34 @@ async fn dropping_the_job_future_stops_the_heartbeat() {
         renews,
         "the heartbeat stopped with the job"
     );
+}
+
+#[tokio::test]
+async fn an_unusable_message_is_renewed_then_completed_failed_without_a_heartbeat() {
+    let channel = ScriptedChannel::with_renews(&[Err("transient")]);
+    let why = std::io::Error::other("the job message has no `steps`");
+    let result = fail_unusable_job(channel.clone(), &why, control(), &Timings::fast()).await;
+    assert_eq!(result, TaskResult::Failed);
+    assert_eq!(channel.renews(), 2, "the first renewal, retried once");
+    assert_eq!(channel.completed(), [TaskResult::Failed]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        channel.renews(),
+        2,
+        "no heartbeat for a job that does not run"
+    );
+
+    // A cancellation that came first wins, as for a job that runs; a lost lock abandons it.
+    let channel = ScriptedChannel::with_renews(&[]);
+    let ctl = control();
+    ctl.cancel.cancel();
+    let result = fail_unusable_job(channel.clone(), &why, ctl, &Timings::fast()).await;
+    assert_eq!(result, TaskResult::Canceled);
+    assert_eq!(channel.completed(), [TaskResult::Canceled]);
+    let channel = ScriptedChannel::with_renews(&[Err("gone")]);
+    let result = fail_unusable_job(channel.clone(), &why, control(), &Timings::fast()).await;
+    assert_eq!(result, TaskResult::Abandoned);
+    assert_eq!(channel.completed(), [TaskResult::Abandoned]);
 }
 
 /// A server that refuses a completion's body while it carries any annotation or step result
