@@ -24,7 +24,7 @@
 //! - [`cli`]: the `ghrunner-vm` command line (clap): one thin file per subcommand that parses
 //!   its flags, calls one library entry point and prints the result.
 //! - [`agent`]: what `run` does: a listener per registration, the executors (QEMU VMs, test
-//!   doubles), the VM runtime, signals, metrics.
+//!   doubles), the VM runtime, signals, metrics; the registration flows and the `status` report.
 //! - [`config`]: the runner's settings and credential files on disk.
 //! - [`crypto`]: RSA keys, the client-assertion JWT, message decryption (pure).
 //! - [`protocol`]: wire types of GitHub's runner protocol, the reporting ones included
@@ -43,7 +43,8 @@
 //! - [`image`]: runner image manifests (with the guest's recorded facts) and recipes.
 //! - [`workflow`]: workflow YAML → parsed jobs → job messages (pure; no HTTP).
 //! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo (HTTP only; it
-//!   queues jobs [`workflow`] compiles).
+//!   queues jobs [`workflow`] compiles; its fault injector exists only with the
+//!   `fault-injection` cargo feature, which the test suite's `test-hooks` turns on).
 //! - [`exit`]: the process exit codes; [`errors`]: errors shown with their causes.
 //! - [`version`]: the official runner version advertised, and how it stays current.
 //! - [`doctor`]: the host checks `ghrunner-vm doctor` prints (programs, KVM, confinement,
@@ -51,7 +52,7 @@
 //!
 //! Dependency direction (checked by tests/architecture.rs): `protocol` and `client` know
 //! nothing of `job`, `listener`, `vm`, `cli`, `localsvc`; `job` nothing of `listener`, `cli`,
-//! `localsvc`; `vm` nothing of `job`; nothing imports `cli`.
+//! `localsvc`; `vm` nothing of `job`; only `cli` imports `agent`; nothing imports `cli`.
 
 pub mod agent;
 pub mod cli;
