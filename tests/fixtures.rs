@@ -129,6 +129,7 @@ const FIXTURES: &[(&str, Checker, Casing)] = &[
 
 /// Folders whose fixtures other test files check (folder → test).
 const COVERED_ELSEWHERE: &[(&str, &str)] = &[
+    ("actions/", "tests/protocol_fixtures.rs (action resolution)"),
     ("jobs/", "tests/plan_golden.rs"),
     ("jobs-lifecycle/", "lifecycle wire-type tests"),
     ("messages/", "message wire-type tests"),

@@ -1,8 +1,13 @@
-//! Every fixture under `protocol-fixtures/messages/` and `protocol-fixtures/jobs-lifecycle/`
-//! deserializes into its wire type and serializes back to the same JSON document.
+//! Every fixture under `protocol-fixtures/messages/`, `protocol-fixtures/jobs-lifecycle/` and
+//! `protocol-fixtures/actions/` deserializes into its wire type and serializes back to the same
+//! JSON document.
 
 use std::path::Path;
 
+use ghrunner_vm::protocol::actions::{
+    ActionDownloadInfoCollection, ActionReferenceList, ResolveActionsRequest,
+    ResolveActionsResponse, lookup_key,
+};
 use ghrunner_vm::protocol::lifecycle::{
     AcquireJobRequest, CompleteJobRequest, JobCompletedEvent, JobRequestFinish, JobRequestRenew,
     RenewJobRequest, RenewJobResponse, TaskAgentJobRequest,
@@ -56,4 +61,41 @@ fn job_lifecycle_fixtures_round_trip() {
     round_trip::<TaskAgentJobRequest>("jobs-lifecycle/jobrequest-renew-response.json");
     round_trip::<JobRequestFinish>("jobs-lifecycle/jobrequest-finish-request.json");
     round_trip::<JobCompletedEvent>("jobs-lifecycle/plan-event-job-completed.json");
+}
+
+#[test]
+fn action_resolution_fixtures_round_trip_and_both_paths_mean_the_same() {
+    round_trip::<ActionReferenceList>("actions/legacy-resolve-request.json");
+    round_trip::<ActionDownloadInfoCollection>("actions/legacy-resolve-response.json");
+    round_trip::<ResolveActionsRequest>("actions/launch-resolve-request.json");
+    round_trip::<ResolveActionsResponse>("actions/launch-resolve-response.json");
+
+    let read = |file: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("protocol-fixtures")
+            .join(file);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let legacy: ActionDownloadInfoCollection =
+        serde_json::from_str(&read("actions/legacy-resolve-response.json")).unwrap();
+    let launch: ResolveActionsResponse =
+        serde_json::from_str(&read("actions/launch-resolve-response.json")).unwrap();
+    let mapped = ActionDownloadInfoCollection::from(launch);
+    let key = lookup_key("actions/checkout", "v4");
+    assert_eq!(mapped.actions[&key], legacy.actions[&key]);
+    let cache = &mapped.actions[&lookup_key("actions/cache", "v4")];
+    assert_eq!(cache.token(), Some("ghs_FAKE_ACTION_TOKEN_2"));
+    assert_eq!(
+        cache.package_details.as_ref().unwrap().version.as_deref(),
+        Some("4.2.3")
+    );
+    // The legacy request as the run service words it.
+    let legacy_request: ActionReferenceList =
+        serde_json::from_str(&read("actions/legacy-resolve-request.json")).unwrap();
+    let launch_request: ResolveActionsRequest =
+        serde_json::from_str(&read("actions/launch-resolve-request.json")).unwrap();
+    assert_eq!(
+        ResolveActionsRequest::from(&legacy_request).actions,
+        launch_request.actions
+    );
 }

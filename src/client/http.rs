@@ -246,7 +246,9 @@ impl HttpClient {
     }
 }
 
-fn with_bearer(request: RequestBuilder, token: &str) -> RequestBuilder {
+/// `request` with `Authorization: Bearer <token>` (marked sensitive); a token that is not a
+/// valid header value is left off (the server then answers 401).
+pub(crate) fn with_bearer(request: RequestBuilder, token: &str) -> RequestBuilder {
     match HeaderValue::from_str(&format!("Bearer {token}")) {
         Ok(mut value) => {
             value.set_sensitive(true);

@@ -14,6 +14,8 @@
 //!   caching, refresh on demand and after a 401).
 //! - [`url::GitHubUrl`]: which REST API and scope a `--url` designates.
 //! - [`registration`]: register and remove runners (legacy and runner-admin flows).
+//! - [`actions`]: resolve `uses:` actions (run service and legacy route) and download their
+//!   tarballs.
 //!
 //! ```text
 //!   HttpClient::request ──► (User-Agent of the advertised runner version)
@@ -28,6 +30,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::crypto::CryptoError;
 
+pub mod actions;
 pub mod auth;
 pub mod backoff;
 pub mod broker;

@@ -13,6 +13,7 @@
 //! hooks: {job_started: null, job_completed: null}  # host scripts
 //! runner_version: auto                 # or X.Y.Z (env GHRUNNER_VM_RUNNER_VERSION overrides)
 //! runner_releases_url: null            # latest-release endpoint (default: api.github.com)
+//! actions_cache: {max_mib: 2048, max_tarball_mib: 100}   # `uses:` action cache (LRU), 0 = no limit
 //! ```
 
 use std::collections::BTreeMap;
@@ -52,6 +53,34 @@ pub struct Settings {
     /// document); default `https://api.github.com/repos/actions/runner/releases/latest`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runner_releases_url: Option<String>,
+    /// The host cache of downloaded `uses:` actions (`<dir>/actions/`).
+    pub actions_cache: ActionsCacheSettings,
+}
+
+/// The `uses:` action cache: unpacked trees by `owner/repo/sha`, least recently used evicted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActionsCacheSettings {
+    /// Most disk space the unpacked actions may take, in MiB (0 = no limit); least recently
+    /// used commits are evicted beyond it.
+    pub max_mib: u64,
+    /// Largest action tarball downloaded, in MiB (0 = no limit).
+    pub max_tarball_mib: u64,
+}
+
+/// Default [`ActionsCacheSettings::max_mib`].
+pub const DEFAULT_ACTIONS_CACHE_MIB: u64 = 2048;
+/// Default [`ActionsCacheSettings::max_tarball_mib`] (the official runner has none; 100 MiB
+/// holds every action we know of).
+pub const DEFAULT_MAX_TARBALL_MIB: u64 = 100;
+
+impl Default for ActionsCacheSettings {
+    fn default() -> Self {
+        ActionsCacheSettings {
+            max_mib: DEFAULT_ACTIONS_CACHE_MIB,
+            max_tarball_mib: DEFAULT_MAX_TARBALL_MIB,
+        }
+    }
 }
 
 /// VM defaults.
@@ -261,6 +290,19 @@ mod tests {
             Settings::parse(Path::new("c"), b"").unwrap(),
             Settings::default()
         );
+    }
+
+    #[test]
+    fn actions_cache_limits_parse_and_default_and_reject_typos() {
+        assert_eq!(
+            Settings::default().actions_cache.max_mib,
+            DEFAULT_ACTIONS_CACHE_MIB
+        );
+        assert_eq!(Settings::default().actions_cache.max_tarball_mib, 100);
+        let s = Settings::parse(Path::new("c"), b"actions_cache: {max_mib: 10}\n").unwrap();
+        assert_eq!(s.actions_cache.max_mib, 10);
+        assert_eq!(s.actions_cache.max_tarball_mib, DEFAULT_MAX_TARBALL_MIB);
+        assert!(Settings::parse(Path::new("c"), b"actions_cache: {max_gib: 1}\n").is_err());
     }
 
     #[test]

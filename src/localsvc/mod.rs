@@ -11,6 +11,8 @@
 //!   _apis/connectionData, _apis/distributedtask/pools[/{id}/agents[/{id}]]
 //!   _apis/oauth2/token                  token endpoint; verifies the client-assertion JWT
 //! {url}/_services/broker/               ServerUrlV2 handed to runner-admin registrations
+//! {url}/actions/build/…/runnerresolve/actions, …/actiondownloadinfo, /api/v3/repos/…/tarball/…
+//!                                       `uses:` actions (actions.rs)
 //! ```
 //!
 //! Layout: one file per area (`registration.rs`, `oauth.rs`; later `sessions.rs`,
@@ -40,6 +42,7 @@ use tower::ServiceExt as _;
 
 use crate::protocol::registration::TaskAgentPool;
 
+pub mod actions;
 pub mod faults;
 mod jobs;
 mod messages;
@@ -129,6 +132,7 @@ pub fn router(shared: Shared) -> Router {
         .merge(oauth::routes())
         .merge(protocol::routes())
         .merge(reporting::routes())
+        .merge(actions::routes())
         .route(
             "/repos/actions/runner/releases/latest",
             axum::routing::get(latest_runner_release),
@@ -251,6 +255,11 @@ impl LocalService {
     /// The legacy service URL (`serverUrl`), ending in `/`.
     pub fn tenant_url(&self) -> String {
         self.shared.lock().tenant_url()
+    }
+
+    /// Resolves and serves the actions of `index` from now on (see [`actions`]).
+    pub fn serve_actions(&self, index: actions::ActionIndex) {
+        actions::serve_actions(&self.shared, index);
     }
 
     /// The shared state, to inspect or script it.

@@ -1,6 +1,7 @@
 //! Wire types of GitHub's runner protocol. Plain serde structs with no I/O; they accept
 //! camelCase and PascalCase keys and ignore unknown fields.
 
+pub mod actions;
 pub mod completion;
 pub mod context_data;
 pub mod job;
