@@ -145,11 +145,25 @@ async fn checkout_is_resolved_downloaded_unpacked_and_then_served_from_the_cache
     assert_eq!(info.name_with_owner, "actions/checkout");
     assert_eq!(info.git_ref, "v4");
 
-    let resolve = svc
-        .requests()
+    // The route is the one location discovery lists, not the fixed fallback.
+    let requests = svc.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "OPTIONS" && r.path == "/_services/pipelines/_apis/")
+    );
+    let resolve = requests
         .into_iter()
-        .find(|r| r.path.ends_with("/actiondownloadinfo"))
+        .find(|r| r.method == "POST" && r.path.contains("ActionDownloadInfo"))
         .unwrap();
+    assert_eq!(
+        resolve.path,
+        format!(
+            "/_services/pipelines/_apis/v1/ActionDownloadInfo/{}/actions/{}",
+            Uuid::from_u128(1),
+            Uuid::from_u128(2)
+        )
+    );
     assert_eq!(
         resolve.query_param("api-version").as_deref(),
         Some("6.0-preview.1")
@@ -200,6 +214,28 @@ async fn checkout_is_resolved_downloaded_unpacked_and_then_served_from_the_cache
     assert_eq!(
         listing(root.path(), "actions/checkout"),
         vec![CHECKOUT_SHA.to_owned(), format!("{CHECKOUT_SHA}.used")]
+    );
+}
+
+#[tokio::test]
+async fn without_a_discovered_location_the_fixed_legacy_route_is_used() {
+    let svc = LocalService::start(LocalServiceConfig::default())
+        .await
+        .unwrap();
+    let mut index = ActionIndex::from_source_file(&actions_dir()).unwrap();
+    index.list_location = false;
+    svc.serve_actions(index);
+    let info = resolve_one(&svc, "actions/checkout", "v4.4.0").await;
+    assert_eq!(info.resolved_sha, CHECKOUT_SHA);
+    let expected = format!(
+        "/_services/pipelines/{}/_apis/distributedtask/hubs/actions/plans/{}/actiondownloadinfo",
+        Uuid::from_u128(1),
+        Uuid::from_u128(2)
+    );
+    assert!(
+        svc.requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path == expected)
     );
 }
 

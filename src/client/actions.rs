@@ -4,16 +4,17 @@
 //!
 //! ```text
 //!  resolve_run_service: POST {launch}/actions/build/{planId}/jobs/{jobId}/runnerresolve/actions
-//!  resolve_legacy:      POST {server}{scopeIdentifier}/_apis/distributedtask/hubs/{hub}/plans/
+//!  resolve_legacy:      OPTIONS {server}_apis/ (route of LEGACY_LOCATION_ID, else the fallback)
+//!                       POST {server}{scopeIdentifier}/_apis/distributedtask/hubs/{hub}/plans/
 //!                            {planId}/actiondownloadinfo?jobId=…&api-version=6.0-preview.1
 //!        (both: Bearer <job token>, the SystemVssConnection AccessToken)
 //!  download_tarball:    GET tarballUrl, Basic x-access-token:<per-action token>, redirects
 //!                       followed, 404/403 final, others retried, body streamed to disk ≤ cap
 //! ```
 //!
-//! Not done yet: the legacy route is the fixed template above, not the one VSS location
-//! discovery (OPTIONS `_apis`, location id [`LEGACY_LOCATION_ID`]) would return; the official
-//! runner follows discovery, so a server with another template needs it.
+//! The legacy route is the one VSS location discovery (`OPTIONS {server}_apis/`, location id
+//! [`LEGACY_LOCATION_ID`]) lists, as the official runner does, with the fixed template above as
+//! the fallback. Discovery runs once per [`resolve_legacy`] call (not cached per job yet).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,7 @@ use uuid::Uuid;
 
 use super::ClientError;
 use super::http::{HttpClient, with_bearer};
+use super::locations::{self, expand_route};
 use super::retry::{RetryPolicy, Retryable};
 use crate::protocol::actions::{
     ActionDownloadInfoCollection, ActionReferenceList, ResolveActionsRequest,
@@ -57,33 +59,35 @@ pub struct LegacyPlan {
     pub job_id: Uuid,
 }
 
-/// The legacy resolve URL (pure).
-pub fn legacy_resolve_url(plan: &LegacyPlan) -> Url {
-    let mut url = plan.server_url.clone();
-    {
-        let mut path = url.path().trim_end_matches('/').to_owned();
-        for segment in [
-            plan.scope_identifier.to_string(),
-            "_apis".into(),
-            "distributedtask".into(),
-            "hubs".into(),
-            plan.hub_name.clone(),
-            "plans".into(),
-            plan.plan_id.to_string(),
-            "actiondownloadinfo".into(),
-        ] {
-            path.push('/');
-            path.push_str(
-                &url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>(),
-            );
-        }
-        url.set_path(&path);
-    }
+/// The legacy resolve URL (pure) from a route `template` (discovered, or [`LEGACY_TEMPLATE`]).
+pub fn legacy_resolve_url(plan: &LegacyPlan, template: &str) -> Url {
+    let values = [
+        ("area", "distributedtask".to_owned()),
+        ("resource", "actiondownloadinfo".to_owned()),
+        ("scopeIdentifier", plan.scope_identifier.to_string()),
+        ("hubName", plan.hub_name.clone()),
+        ("planId", plan.plan_id.to_string()),
+    ];
+    let mut url = expand_route(&plan.server_url, template, &values);
     url.query_pairs_mut()
-        .clear()
         .append_pair("jobId", &plan.job_id.to_string())
         .append_pair("api-version", LEGACY_API_VERSION);
     url
+}
+
+/// The legacy route template: the one location discovery lists for [`LEGACY_LOCATION_ID`], or
+/// [`LEGACY_TEMPLATE`] when discovery fails or does not list it.
+pub async fn legacy_route_template(http: &HttpClient, server_url: &Url, job_token: &str) -> String {
+    match locations::discover(http, server_url, job_token).await {
+        Ok(list) => match locations::template_of(&list, LEGACY_LOCATION_ID) {
+            Some(template) => template.to_owned(),
+            None => LEGACY_TEMPLATE.to_owned(),
+        },
+        Err(err) => {
+            tracing::debug!(error = %err, "location discovery failed; using the fixed route");
+            LEGACY_TEMPLATE.to_owned()
+        }
+    }
 }
 
 /// The run-service resolve URL: host-absolute under `launch` (any path on it is replaced).
@@ -187,7 +191,8 @@ pub async fn resolve_legacy(
     job_token: &str,
     actions: &ActionReferenceList,
 ) -> Result<ActionDownloadInfoCollection, ResolveError> {
-    let url = legacy_resolve_url(plan);
+    let template = legacy_route_template(http, &plan.server_url, job_token).await;
+    let url = legacy_resolve_url(plan, &template);
     let answer: ActionDownloadInfoCollection = retry
         .run(|| async {
             let request = http
@@ -381,7 +386,7 @@ mod tests {
             job_id: Uuid::from_u128(3),
         };
         assert_eq!(
-            legacy_resolve_url(&plan).as_str(),
+            legacy_resolve_url(&plan, LEGACY_TEMPLATE).as_str(),
             "http://h/_services/pipelines/00000000-0000-0000-0000-000000000001/_apis/distributedtask/hubs/actions/plans/00000000-0000-0000-0000-000000000002/actiondownloadinfo?jobId=00000000-0000-0000-0000-000000000003&api-version=6.0-preview.1"
         );
         let launch = Url::parse("https://launch.example/some/path?x=1").unwrap();

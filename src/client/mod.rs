@@ -15,7 +15,7 @@
 //! - [`url::GitHubUrl`]: which REST API and scope a `--url` designates.
 //! - [`registration`]: register and remove runners (legacy and runner-admin flows).
 //! - [`actions`]: resolve `uses:` actions (run service and legacy route) and download their
-//!   tarballs.
+//!   tarballs; [`locations`]: VSS location discovery (OPTIONS `_apis/`).
 //!
 //! ```text
 //!   HttpClient::request ──► (User-Agent of the advertised runner version)
@@ -35,6 +35,7 @@ pub mod auth;
 pub mod backoff;
 pub mod broker;
 pub mod http;
+pub mod locations;
 pub mod registration;
 pub mod retry;
 pub mod session;

@@ -2,6 +2,10 @@
 //! directory of tarballs described by an index ([`ActionIndex`], read from a `SOURCE` file).
 //!
 //! ```text
+//!  OPTIONS /_services/pipelines/_apis/   location list: actiondownloadinfo at
+//!        _apis/v1/ActionDownloadInfo/{scopeIdentifier}/{hubName}/{planId} (as runner.server
+//!        serves it), or not listed at all after `list_action_location(false)`
+//!  POST /_services/pipelines/_apis/v1/ActionDownloadInfo/{scope}/{hub}/{plan}   (discovered)
 //!  POST /_services/pipelines/{scope}/_apis/distributedtask/hubs/{hub}/plans/{plan}/actiondownloadinfo
 //!  POST /actions/build/{plan}/jobs/{job}/runnerresolve/actions           (run service, launch)
 //!        both need Bearer JOB_TOKEN; unknown actions → 422 {"errors":{key:{"message"}}}
@@ -57,10 +61,27 @@ pub struct ServedAction {
 }
 
 /// Actions by `owner/repo@ref` (and `owner/repo@<sha>`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionIndex {
     actions: BTreeMap<String, ServedAction>,
+    /// Whether `OPTIONS _apis/` lists the actiondownloadinfo resource (at
+    /// [`DISCOVERED_TEMPLATE`]); when not, clients fall back to the fixed template.
+    pub list_location: bool,
 }
+
+impl Default for ActionIndex {
+    fn default() -> Self {
+        ActionIndex {
+            actions: BTreeMap::new(),
+            list_location: true,
+        }
+    }
+}
+
+/// The route template location discovery lists for actiondownloadinfo (the one
+/// ChristopherHX/runner.server serves), deliberately not the fixed fallback.
+pub const DISCOVERED_TEMPLATE: &str =
+    "_apis/v1/ActionDownloadInfo/{scopeIdentifier}/{hubName}/{planId}";
 
 /// A `SOURCE` index that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -170,11 +191,36 @@ pub(crate) fn routes() -> Router<Shared> {
             post(resolve_legacy),
         )
         .route(
+            &format!("/{TENANT_PATH}_apis/v1/ActionDownloadInfo/{{scope}}/{{hub}}/{{plan}}"),
+            post(resolve_legacy),
+        )
+        .route(&format!("/{TENANT_PATH}_apis/"), axum::routing::options(locations))
+        .route(
             "/actions/build/{plan}/jobs/{job}/runnerresolve/actions",
             post(resolve_run_service),
         )
         .route("/api/v3/repos/{owner}/{repo}/tarball/{sha}", get(tarball_api))
         .route("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", get(codeload))
+}
+
+/// `OPTIONS _apis/`: the location list (only the actiondownloadinfo resource so far).
+async fn locations(State(shared): State<Shared>) -> Response {
+    let listed = index_of(&shared)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .list_location;
+    let value: Vec<serde_json::Value> = if listed {
+        vec![json!({
+            "id": crate::client::actions::LEGACY_LOCATION_ID,
+            "area": "distributedtask",
+            "resourceName": "actiondownloadinfo",
+            "routeTemplate": DISCOVERED_TEMPLATE,
+            "resourceVersion": 1, "minVersion": "1.0", "maxVersion": "6.0", "releasedVersion": "0.0",
+        })]
+    } else {
+        Vec::new()
+    };
+    axum::Json(json!({ "count": value.len(), "value": value })).into_response()
 }
 
 fn info_for(shared: &Shared, name: &str, git_ref: &str) -> Result<ActionDownloadInfo, String> {
