@@ -10,7 +10,7 @@ use ghrunner_vm::errors::error_chain;
 use ghrunner_vm::job::actions::{ActionCache, CacheLimits, FetchProblem};
 use ghrunner_vm::localsvc::actions::{ActionIndex, TarballAnswer};
 use ghrunner_vm::localsvc::protocol::JOB_TOKEN;
-use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
+use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
 use ghrunner_vm::protocol::actions::{
     ActionDownloadInfo, ActionReference, ActionReferenceList, lookup_key,
 };
@@ -415,4 +415,40 @@ async fn the_least_recently_used_commit_is_evicted_beyond_the_limit() {
     );
     assert!(!b.path.exists(), "least recently used entry evicted");
     assert!(listing(root.path(), "actions/hello-world-javascript-action").is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_download_is_retried_but_a_404_is_final() {
+    let svc = service().await;
+    let codeload = |svc: &LocalService| {
+        svc.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/_codeload/"))
+            .count()
+    };
+    let retrying = |root: &Path| {
+        cache(root, NO_LIMITS).with_retry(RetryPolicy::jittered(
+            3,
+            std::time::Duration::ZERO,
+            std::time::Duration::ZERO,
+        ))
+    };
+    svc.inject(Fault::respond("GET", "/_codeload/actions/checkout/", 502, "").times(1));
+    let info = resolve_one(&svc, "actions/checkout", "v4").await;
+    let root = tempfile::tempdir().unwrap();
+    let got = retrying(root.path())
+        .fetch(&info, None, false)
+        .await
+        .unwrap();
+    assert!(got.path.join("action.yml").is_file());
+    assert_eq!(codeload(&svc), 2, "one 502, then the tarball");
+
+    let missing = resolve_one(&svc, "test/missing", "v1").await;
+    let before = codeload(&svc);
+    let err = retrying(root.path())
+        .fetch(&missing, None, false)
+        .await
+        .unwrap_err();
+    assert!(error_chain(&err).contains("404"), "{}", error_chain(&err));
+    assert_eq!(codeload(&svc), before + 1, "a 404 is not retried");
 }
