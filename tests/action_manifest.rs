@@ -210,6 +210,60 @@ fn document() -> impl Strategy<Value = String> {
     })
 }
 
+/// Keys of `runs` and of composite steps.
+const RUNS_KEYS: &[&str] = &[
+    "using",
+    "main",
+    "pre",
+    "post",
+    "pre-if",
+    "post-if",
+    "steps",
+    "image",
+    "args",
+    "env",
+    "entrypoint",
+    "plugin",
+];
+const STEP_KEYS: &[&str] = &[
+    "run",
+    "uses",
+    "shell",
+    "with",
+    "env",
+    "id",
+    "if",
+    "name",
+    "continue-on-error",
+    "working-directory",
+    "timeout-minutes",
+];
+
+/// A flow mapping of some of `keys`, each with a value from `value`.
+fn mapping_of(
+    keys: &'static [&'static str],
+    value: impl Strategy<Value = String>,
+) -> impl Strategy<Value = String> {
+    prop::collection::vec((prop::sample::select(keys), value), 0..8).prop_map(|pairs| {
+        let pairs: Vec<String> = pairs
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        format!("{{{}}}", pairs.join(", "))
+    })
+}
+
+/// A `runs` section close to valid: schema keys with scalar values, composite steps made of
+/// step keys.
+fn runs_section() -> impl Strategy<Value = String> {
+    let step = mapping_of(
+        STEP_KEYS,
+        prop_oneof![scalar(), mapping_of(STEP_KEYS, scalar())],
+    );
+    let steps = prop::collection::vec(step, 0..4).prop_map(|s| format!("[{}]", s.join(", ")));
+    mapping_of(RUNS_KEYS, prop_oneof![3 => scalar(), 1 => steps])
+}
+
 /// The checkout manifest's text, read once.
 fn checkout_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
@@ -237,6 +291,11 @@ proptest! {
             .collect();
         let doc = format!("top: {top}\nruns: {{{}}}\n", runs.join(", "));
         parses_or_explains(&doc)?;
+    }
+
+    #[test]
+    fn nearly_valid_runs_sections_never_panic(runs in runs_section(), inputs in document()) {
+        parses_or_explains(&format!("inputs: {inputs}\nruns: {runs}\n"))?;
     }
 
     #[test]
