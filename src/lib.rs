@@ -42,6 +42,8 @@
 //!   backend.
 //! - [`image`]: runner image manifests (with the guest's recorded facts) and recipes.
 //! - [`workflow`]: workflow YAML → parsed jobs → job messages (pure; no HTTP).
+//! - [`actions`]: `uses:` actions independent of how a job runs them: the action manifest
+//!   (`action.yml`) parsed as the official runner does, expressions left for the job to evaluate.
 //! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo (HTTP only; it
 //!   queues jobs [`workflow`] compiles; its fault injector exists only with the
 //!   `fault-injection` cargo feature, which the test suite's `test-hooks` turns on).
@@ -51,9 +53,11 @@
 //!   images, permissions).
 //!
 //! Dependency direction (checked by tests/architecture.rs): `protocol` and `client` know
-//! nothing of `job`, `listener`, `vm`, `cli`, `localsvc`; `job` nothing of `listener`, `cli`,
-//! `localsvc`; `vm` nothing of `job`; only `cli` imports `agent`; nothing imports `cli`.
+//! nothing of `job`, `listener`, `vm`, `cli`, `localsvc`; `actions` nothing of those either
+//! (`job` uses it, not the reverse); `job` nothing of `listener`, `cli`, `localsvc`; `vm`
+//! nothing of `job`; only `cli` imports `agent`; nothing imports `cli`.
 
+pub mod actions;
 pub mod agent;
 pub mod cli;
 pub mod client;

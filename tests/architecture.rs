@@ -9,6 +9,7 @@
 //!   job ──► vm, protocol, expr, … (not listener, cli, localsvc)
 //!   vm ──► image, …               (not job)
 //!   client, protocol ──► …        (not job, listener, vm, cli, localsvc)
+//!   actions ──► workflow, protocol, expr (not job, listener, vm, cli, localsvc)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,8 @@ fn forbidden() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     let mut rules: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     rules.insert("protocol", wire.into());
     rules.insert("client", wire.into());
+    // Action manifests (and later the action cache) serve the job runtime; they know no job.
+    rules.insert("actions", wire.into());
     rules.insert("job", ["listener", "cli", "localsvc"].into());
     rules.insert("vm", ["job", "listener", "cli", "localsvc"].into());
     rules
@@ -156,6 +159,7 @@ fn modules_depend_only_in_the_allowed_direction() {
         ("listener", "job"),
         ("job", "vm"),
         ("client", "protocol"),
+        ("actions", "protocol"),
     ] {
         assert!(
             edges.contains(&(from.to_owned(), to.to_owned())),

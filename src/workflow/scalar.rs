@@ -83,7 +83,13 @@ pub fn split_segments(raw: &str) -> Result<Vec<Segment>, ScalarError> {
 
 /// Parses an expression, accepting only [`KNOWN_CONTEXTS`] as named values.
 pub fn parse_expression(expression: &str) -> Result<Expr, ScalarError> {
-    let known = |name: &str| KNOWN_CONTEXTS.iter().any(|k| k.eq_ignore_ascii_case(name));
+    parse_expression_in(expression, KNOWN_CONTEXTS)
+}
+
+/// Parses an expression, accepting only `contexts` as named values (an action manifest allows
+/// fewer than a workflow, and a different set in each place).
+pub fn parse_expression_in(expression: &str, contexts: &[&str]) -> Result<Expr, ScalarError> {
+    let known = |name: &str| contexts.iter().any(|k| k.eq_ignore_ascii_case(name));
     crate::expr::parse_with_names(expression, &known).map_err(|source| ScalarError {
         message: source.message.clone(),
         expression: Some(expression.to_owned()),
@@ -93,17 +99,22 @@ pub fn parse_expression(expression: &str) -> Result<Expr, ScalarError> {
 
 /// The token for a string that may hold `${{ }}`.
 pub fn string_token(raw: &str) -> Result<TokenKind, ScalarError> {
+    string_token_in(raw, KNOWN_CONTEXTS)
+}
+
+/// The token for a string that may hold `${{ }}` whose expressions may name only `contexts`.
+pub fn string_token_in(raw: &str, contexts: &[&str]) -> Result<TokenKind, ScalarError> {
     if !raw.contains("${{") {
         return Ok(TokenKind::String(raw.to_owned()));
     }
     let segments = split_segments(raw)?;
     for segment in &segments {
         if let Segment::Expression(e) = segment {
-            parse_expression(e)?;
+            parse_expression_in(e, contexts)?;
         }
     }
     if let [Segment::Expression(expression)] = segments.as_slice() {
-        if let Ok(Expr::Literal(Value::String(s))) = parse_expression(expression) {
+        if let Ok(Expr::Literal(Value::String(s))) = parse_expression_in(expression, contexts) {
             return Ok(TokenKind::String(s));
         }
         return Ok(TokenKind::BasicExpression(expression.clone()));

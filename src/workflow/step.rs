@@ -150,6 +150,12 @@ fn context_name(node: &Node, file: &str, earlier: &[ActionStep]) -> Result<Strin
 /// Normalises a step condition as the service does (§2): empty → `success()`; a condition that
 /// calls no status function → `success() && (<expr>)`.
 pub fn normalize_condition(condition: &str) -> Result<String, ScalarError> {
+    normalize_condition_in(condition, scalar::KNOWN_CONTEXTS)
+}
+
+/// [`normalize_condition`] for a condition whose expression may name only `contexts` (a
+/// composite action's step conditions see fewer contexts than a workflow's).
+pub fn normalize_condition_in(condition: &str, contexts: &[&str]) -> Result<String, ScalarError> {
     let trimmed = condition.trim();
     let inner = match trimmed
         .strip_prefix("${{")
@@ -161,7 +167,7 @@ pub fn normalize_condition(condition: &str) -> Result<String, ScalarError> {
     if inner.is_empty() {
         return Ok("success()".into());
     }
-    let expr = scalar::parse_expression(inner)?;
+    let expr = scalar::parse_expression_in(inner, contexts)?;
     if calls_status_function(&expr) {
         Ok(inner.to_owned())
     } else {

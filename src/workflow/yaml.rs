@@ -8,6 +8,11 @@ use yaml_rust2::scanner::{Marker, ScanError, TScalarStyle};
 /// Deepest nesting accepted (a workflow is shallow; this bounds recursion on hostile input).
 pub const MAX_YAML_DEPTH: usize = 64;
 
+/// Most nodes a document may expand to, aliases counted as the copies they become (the official
+/// template reader's event limit, `TemplateMemory(maxEvents: 1000000)`); bounds memory on a
+/// "billion laughs" document.
+pub const MAX_YAML_NODES: usize = 1_000_000;
+
 /// Where a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mark {
@@ -125,6 +130,29 @@ struct Builder {
     anchors: Vec<(usize, Node)>,
     root: Option<Node>,
     error: Option<YamlError>,
+    /// Nodes built so far, alias copies included.
+    nodes: usize,
+}
+
+/// The number of nodes in `node`, counting no further than `limit`.
+fn node_count(node: &Node, limit: usize) -> usize {
+    match node {
+        Node::Scalar { .. } => 1,
+        Node::Sequence { items, .. } => items.iter().fold(1, |n, item| {
+            if n > limit {
+                n
+            } else {
+                n + node_count(item, limit)
+            }
+        }),
+        Node::Mapping { pairs, .. } => pairs.iter().fold(1, |n, (k, v)| {
+            if n > limit {
+                n
+            } else {
+                n + node_count(k, limit) + node_count(v, limit)
+            }
+        }),
+    }
 }
 
 impl Builder {
@@ -181,6 +209,24 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let mark = to_mark(&marker);
+        let added = match &event {
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) => 1,
+            Event::Alias(id) => self
+                .anchors
+                .iter()
+                .rev()
+                .find(|(a, _)| a == id)
+                .map_or(0, |(_, node)| node_count(node, MAX_YAML_NODES)),
+            _ => 0,
+        };
+        self.nodes = self.nodes.saturating_add(added);
+        if self.nodes > MAX_YAML_NODES {
+            self.error = Some(YamlError::Structure {
+                mark,
+                message: "the document expands to too many nodes (aliases count as copies)",
+            });
+            return;
+        }
         match event {
             Event::Scalar(text, style, anchor, _) => {
                 let plain = style == TScalarStyle::Plain;
@@ -306,6 +352,22 @@ mod tests {
         );
         assert!(doc.get("z").is_some_and(Node::is_null));
         assert!(doc.get("w").is_some_and(Node::is_null));
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_before_they_expand() {
+        // Ten levels of ten aliases each would expand to 10^10 nodes.
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        let err = parse(&doc).expect_err("too many nodes");
+        assert!(
+            matches!(err, YamlError::Structure { message, .. } if message.contains("too many nodes"))
+        );
+        // A few aliases are fine.
+        assert!(parse("a: &a [x, y]\nb: [*a, *a]\n").is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! benchmarks under `examples/` include the same module with
 //! `#[path = "../tests/support/mod.rs"] mod support;`.
 //!
+//! - [`action_tarballs`]: the real action tarballs of `../shared/conformance/actions`, unpacked;
 //! - [`agent_proc`]: an agent process (the real binary) against the local service;
 //! - [`bench`]: machine facts, CPU time, RSS and percentiles for benchmarks;
 //! - [`cli`]: running the CLI in-process; [`disk`]: a blank data disk for images;
@@ -16,6 +17,7 @@
 // Each test binary uses only some of the helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod action_tarballs;
 pub mod agent_proc;
 pub mod bench;
 pub mod cli;
