@@ -42,7 +42,8 @@
 //!   backend.
 //! - [`image`]: runner image manifests (with the guest's recorded facts) and recipes.
 //! - [`workflow`]: workflow YAML → parsed jobs → job messages (pure; no HTTP).
-//! - [`actions`]: `uses:` actions independent of how a job runs them: the action manifest
+//! - [`actions`]: `uses:` actions independent of how a job runs them: the host cache of action
+//!   tarballs (downloaded once per commit, unpacked safely, LRU) and the action manifest
 //!   (`action.yml`) parsed as the official runner does, expressions left for the job to evaluate.
 //! - [`localsvc`]: an embedded GHES-compatible service for tests and the demo (HTTP only; it
 //!   queues jobs [`workflow`] compiles; its fault injector exists only with the

@@ -2,12 +2,15 @@
 //! download the real tarballs of `GHRUNNER_VM_ACTIONS_DIR`, unpack and cache them, and fail
 //! cleanly (no cache entry left) on 404, 403, corrupt and oversized tarballs.
 
-use std::path::{Path, PathBuf};
+mod support;
+use support::action_tarballs::actions_dir;
 
+use std::path::Path;
+
+use ghrunner_vm::actions::cache::{ActionCache, CacheLimits, FetchProblem};
 use ghrunner_vm::client::actions::{LegacyPlan, resolve_legacy, resolve_run_service};
 use ghrunner_vm::client::{HttpClient, RetryPolicy};
 use ghrunner_vm::errors::error_chain;
-use ghrunner_vm::job::actions::{ActionCache, CacheLimits, FetchProblem};
 use ghrunner_vm::localsvc::actions::{ActionIndex, TarballAnswer};
 use ghrunner_vm::localsvc::protocol::JOB_TOKEN;
 use ghrunner_vm::localsvc::{Fault, LocalService, LocalServiceConfig};
@@ -23,21 +26,6 @@ const NO_LIMITS: CacheLimits = CacheLimits {
     max_bytes: 0,
     max_tarball_bytes: 100 * 1024 * 1024,
 };
-
-/// The conformance tarballs: `GHRUNNER_VM_ACTIONS_DIR`, default `../shared/conformance/actions`
-/// beside the package. Missing is a failure, never a skip.
-fn actions_dir() -> PathBuf {
-    let dir = std::env::var_os("GHRUNNER_VM_ACTIONS_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/actions"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("SOURCE").is_file(),
-        "no action tarballs at {}: set GHRUNNER_VM_ACTIONS_DIR to the conformance actions folder",
-        dir.display()
-    );
-    dir
-}
 
 /// A service serving the conformance actions, `actions/checkout@v4`, and failing actions.
 async fn service() -> LocalService {

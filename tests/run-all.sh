@@ -22,6 +22,16 @@ if [ ! -d "$corpus/expressions" ]; then
 fi
 export GHRUNNER_VM_CONFORMANCE_DIR="$corpus"
 
+# The real action tarballs (actions/checkout, a hello-world JavaScript action) the `uses:` tests
+# unpack: read from ../shared, never copied into this repository.
+actions="${GHRUNNER_VM_ACTIONS_DIR:-$PWD/../shared/conformance/actions}"
+if [ ! -f "$actions/SOURCE" ]; then
+  echo "error: the action tarballs are missing at $actions (no SOURCE file)" >&2
+  echo "       (set GHRUNNER_VM_ACTIONS_DIR to the conformance actions directory)" >&2
+  exit 1
+fi
+export GHRUNNER_VM_ACTIONS_DIR="$actions"
+
 # KVM hangs on some hosts with broken nested virtualisation; the runner probes for that, and the
 # tests force TCG unless told otherwise so that a broken KVM cannot stall them.
 export GHRUNNER_VM_ACCEL="${GHRUNNER_VM_ACCEL:-tcg}"

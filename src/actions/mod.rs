@@ -1,6 +1,6 @@
-//! `uses:` actions, independent of how a job runs them. Today this is the action manifest
-//! (`action.yml`): [`manifest`] reads it as the official runner does and [`ActionManifest`] holds
-//! it, typed. Expressions in it (input defaults, composite steps, outputs, container args and
+//! `uses:` actions, independent of how a job runs them: the host cache of downloaded actions
+//! ([`cache`]: tarball download, safe unpacking, LRU) and the action manifest (`action.yml`):
+//! [`manifest`] reads it as the official runner does and [`ActionManifest`] holds it, typed. Expressions in it (input defaults, composite steps, outputs, container args and
 //! env) stay unevaluated template tokens: the step runtime (`crate::job`) evaluates them later
 //! with the job's contexts, as `ActionRunner`/`Handler` do in the official runner.
 //!
@@ -13,14 +13,15 @@
 //!   each value read through slots:: with the contexts the official schema allows there
 //! ```
 //!
-//! What this module does not own: resolving and downloading actions, copying them into the
-//! VM, evaluating inputs, choosing the node binary at run time, and the handlers themselves.
+//! What this module does not own: resolving actions (the protocol calls are in
+//! `crate::client::actions`), copying them into the VM, evaluating inputs, choosing the node binary at run time, and the handlers themselves.
 //!
 //! Files: [`manifest`] (loading, the top level, `inputs`, `outputs`), [`runs`] (the kinds of
 //! action), [`error`], `steps` (composite steps →
 //! [`ActionStep`](crate::protocol::step::ActionStep)s) and `slots` (one YAML value → a template
 //! token, checked against the contexts its place allows).
 
+pub mod cache;
 pub mod error;
 pub mod manifest;
 pub mod runs;

@@ -1,6 +1,6 @@
 //! `uses:` actions on the wire (protocol-actions.md §1.2–1.5): resolve `owner/repo@ref` to a
 //! commit and a tarball URL (run service or legacy plan route), and download one tarball to a
-//! file with a size cap. Unpacking and caching are the job's business (`job::actions`).
+//! file with a size cap. Unpacking and caching are `actions::cache`'s business.
 //!
 //! ```text
 //!  resolve_run_service: POST {launch}/actions/build/{planId}/jobs/{jobId}/runnerresolve/actions

@@ -4,7 +4,6 @@
 //! The step runtime emits [`events::JobEvent`]s (already masked); reporters turn them into
 //! timeline records, live console lines, logs and annotations for one of GitHub's two paths.
 
-pub mod actions;
 pub mod budget;
 pub mod commands;
 pub mod events;

@@ -21,7 +21,7 @@ pub fn actions_dir() -> PathBuf {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/actions"),
     };
     assert!(
-        dir.is_dir(),
+        dir.join("SOURCE").is_file(),
         "the action tarballs are not at {}: set ${ACTIONS_DIR_ENV} to the directory holding \
          {CHECKOUT_V4} and {HELLO_WORLD} (../shared/conformance/actions)",
         dir.display()
