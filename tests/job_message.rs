@@ -15,7 +15,7 @@ use ghrunner_vm::localsvc::{LocalService, LocalServiceConfig};
 use ghrunner_vm::protocol::TaskResult;
 use ghrunner_vm::protocol::job::AgentJobRequestMessage;
 use serde_json::{Value, json};
-use support::listener::{attach, job, stop};
+use support::listener::{Attached, attach, job, stop};
 use support::logs::Buffer;
 use support::wait::{PATIENCE, eventually};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +53,35 @@ fn capture_logs() -> (Buffer, tracing::subscriber::DefaultGuard) {
     (buffer, tracing::subscriber::set_default(subscriber))
 }
 
+/// A local service, a listener on `broker`'s path with a [`CountingExecutor`], and the
+/// captured log.
+struct Rig {
+    logs: Buffer,
+    _guard: tracing::subscriber::DefaultGuard,
+    _svc: LocalService,
+    proto: Arc<ProtocolState>,
+    exec: Arc<CountingExecutor>,
+    runner: Attached,
+}
+
+async fn rig(broker: bool) -> Rig {
+    let (logs, _guard) = capture_logs();
+    let svc = LocalService::start(LocalServiceConfig::default())
+        .await
+        .unwrap();
+    let proto = protocol_state(&svc.state());
+    let exec = Arc::new(CountingExecutor::default());
+    let runner = attach(&svc, broker, Arc::clone(&exec));
+    Rig {
+        logs,
+        _guard,
+        _svc: svc,
+        proto,
+        exec,
+        runner,
+    }
+}
+
 fn enqueue(proto: &ProtocolState, broker: bool, job: Value) -> String {
     if broker {
         proto.enqueue_broker_job(job)
@@ -77,13 +106,14 @@ fn result_of(record: &JobRecord, broker: bool) -> String {
 
 /// Runs one listener on `broker`'s path through two invalid jobs and a valid one.
 async fn invalid_bodies_fail_their_jobs(broker: bool) {
-    let (logs, _guard) = capture_logs();
-    let svc = LocalService::start(LocalServiceConfig::default())
-        .await
-        .unwrap();
-    let proto = protocol_state(&svc.state());
-    let exec = Arc::new(CountingExecutor::default());
-    let runner = attach(&svc, broker, Arc::clone(&exec));
+    let Rig {
+        logs,
+        _guard,
+        _svc,
+        proto,
+        exec,
+        runner,
+    } = rig(broker).await;
 
     let mut malformed = job("malformed");
     malformed["steps"] = json!("make all");
@@ -135,13 +165,14 @@ async fn an_invalid_acquired_job_body_is_completed_failed_naming_the_field() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_job_body_without_usable_ids_is_skipped_on_both_paths() {
     for broker in [false, true] {
-        let (logs, _guard) = capture_logs();
-        let svc = LocalService::start(LocalServiceConfig::default())
-            .await
-            .unwrap();
-        let proto = protocol_state(&svc.state());
-        let exec = Arc::new(CountingExecutor::default());
-        let runner = attach(&svc, broker, Arc::clone(&exec));
+        let Rig {
+            logs,
+            _guard,
+            _svc,
+            proto,
+            exec,
+            runner,
+        } = rig(broker).await;
         let mut no_plan = job("no-plan");
         no_plan["plan"] = json!("p-1");
         let skipped = enqueue(&proto, broker, no_plan);
