@@ -23,6 +23,11 @@ use super::{ClientError, is_retryable_status};
 use crate::protocol::lenient;
 use crate::protocol::vss::WrappedException;
 
+/// Largest JSON answer read (job messages with many steps are a few MiB at most); a larger one
+/// fails with [`ClientError::AnswerTooLarge`] instead of growing memory without bound.
+pub const MAX_JSON_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error body read to describe a failed request.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Longest error-body excerpt kept in a [`ClientError::Status`] message.
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
 
@@ -294,7 +299,14 @@ pub async fn error_for_status(method: &Method, resp: Response) -> Result<Respons
         return Ok(resp);
     }
     let url = redact_url(resp.url());
-    let body = resp.bytes().await.unwrap_or_default();
+    // At most the first MAX_ERROR_BODY_BYTES: enough to describe the error.
+    let body = read_capped(resp, MAX_ERROR_BODY_BYTES, &url)
+        .await
+        .or_else(|e| match e {
+            Capped::TooLarge(partial) => Ok(partial),
+            Capped::Failed(err) => Err(err),
+        })
+        .unwrap_or_default();
     Err(describe_error_body(&body).into_error(method.clone(), url, status))
 }
 
@@ -355,15 +367,55 @@ pub fn describe_error_body(body: &[u8]) -> ErrorBody {
 /// Decodes a JSON response body (BOM stripped).
 pub async fn read_json<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
     let url = redact_url(resp.url());
-    let body = resp
-        .bytes()
+    let too_large = || ClientError::AnswerTooLarge {
+        url: url.clone(),
+        limit: MAX_JSON_ANSWER_BYTES,
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_JSON_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let body = read_capped(resp, MAX_JSON_ANSWER_BYTES, &url)
         .await
-        .map_err(|source| ClientError::Transport {
-            method: Method::GET,
-            url: url.clone(),
-            source,
+        .map_err(|e| match e {
+            Capped::TooLarge(_) => too_large(),
+            Capped::Failed(err) => err,
         })?;
     lenient::from_slice(&body).map_err(|source| ClientError::Decode { url, source })
+}
+
+/// Why [`read_capped`] stopped.
+enum Capped {
+    /// Over the limit: the first `limit` bytes.
+    TooLarge(Vec<u8>),
+    /// The body could not be read.
+    Failed(ClientError),
+}
+
+/// Reads a response body chunk by chunk, stopping at `limit` bytes.
+async fn read_capped(mut resp: Response, limit: usize, url: &str) -> Result<Vec<u8>, Capped> {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    body.extend_from_slice(&chunk[..limit - body.len()]);
+                    return Err(Capped::TooLarge(body));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(source) => {
+                return Err(Capped::Failed(ClientError::Transport {
+                    method: Method::GET,
+                    url: url.to_owned(),
+                    source,
+                }));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -411,5 +463,47 @@ mod tests {
     fn redact_drops_the_signature() {
         let url = reqwest::Url::parse("https://acct.blob/c/b?sv=1&sig=secret#frag").unwrap();
         assert_eq!(redact_url(&url), "https://acct.blob/c/b");
+    }
+
+    /// Serves one raw HTTP/1.1 answer with a chunked body of `size` bytes of `x`.
+    async fn serve_once(status: &'static str, size: usize) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            for _ in 0..size / 1024 {
+                let _ = conn.write_all(b"400\r\n").await;
+                let _ = conn.write_all(&[b'x'; 1024]).await;
+                let _ = conn.write_all(b"\r\n").await;
+            }
+            let _ = conn.write_all(b"0\r\n\r\n").await;
+        });
+        format!("http://{addr}/answer")
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_up_to_a_limit() {
+        let url = serve_once("200 OK", 8 * 1024).await;
+        let resp = reqwest::get(&url).await.unwrap();
+        match read_capped(resp, 4096, &url).await {
+            Err(Capped::TooLarge(partial)) => assert_eq!(partial.len(), 4096),
+            _ => panic!("an 8 KiB body is over a 4 KiB limit"),
+        }
+        let url = serve_once("200 OK", 2 * 1024).await;
+        let resp = reqwest::get(&url).await.unwrap();
+        assert!(matches!(read_capped(resp, 4096, &url).await, Ok(b) if b.len() == 2048));
+        // An error body longer than the limit still gives a Status error, from its start.
+        let url = serve_once("500 Internal Server Error", 256 * 1024).await;
+        let resp = reqwest::get(&url).await.unwrap();
+        let err = error_for_status(&Method::GET, resp).await.unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(err.to_string().contains("xxxx"), "{err}");
     }
 }

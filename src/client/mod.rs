@@ -107,6 +107,14 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// The answer is larger than any the protocol sends (read no further).
+    #[error("the answer of {url} is larger than {limit} bytes")]
+    AnswerTooLarge {
+        /// The URL requested.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
     /// A URL is not a repository, organisation or enterprise URL.
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl {
@@ -209,6 +217,7 @@ impl ClientError {
             | ClientError::Transport { url, .. }
             | ClientError::Status { url, .. }
             | ClientError::Decode { url, .. }
+            | ClientError::AnswerTooLarge { url, .. }
             | ClientError::TokenRefused { url, .. } => Some(url),
             _ => None,
         }

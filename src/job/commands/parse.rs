@@ -29,13 +29,7 @@ pub fn parse_v2(line: &str, is_registered: impl Fn(&str) -> bool) -> Option<Work
     let body = line.trim_start().strip_prefix("::")?;
     let end = body.find("::")?;
     let info = &body[..end];
-    let (name, props) = match info.find(' ') {
-        Some(space) => (&info[..space], Some(&info[space + 1..])),
-        None => (info, None),
-    };
-    if name.is_empty() || !is_registered(name) {
-        return None;
-    }
+    let (name, props) = registered_name(info, &is_registered)?;
     let properties = props
         .map(|p| split_properties(p.trim(), ',', unescape_property))
         .unwrap_or_default();
@@ -46,18 +40,24 @@ pub fn parse_v2(line: &str, is_registered: impl Fn(&str) -> bool) -> Option<Work
     })
 }
 
+/// The command name and properties of `info` (`name k=v...`), if the name is registered.
+fn registered_name<'a>(
+    info: &'a str,
+    is_registered: &impl Fn(&str) -> bool,
+) -> Option<(&'a str, Option<&'a str>)> {
+    let (name, props) = match info.find(' ') {
+        Some(space) => (&info[..space], Some(&info[space + 1..])),
+        None => (info, None),
+    };
+    (!name.is_empty() && is_registered(name)).then_some((name, props))
+}
+
 /// Parses a legacy command: `##[name k=v;k2=v2]data` anywhere in the line.
 pub fn parse_legacy(line: &str, is_registered: impl Fn(&str) -> bool) -> Option<WorkflowCommand> {
     let start = line.find("##[")? + 3;
     let close = start + line[start..].find(']')?;
     let info = &line[start..close];
-    let (name, props) = match info.find(' ') {
-        Some(space) => (&info[..space], Some(&info[space + 1..])),
-        None => (info, None),
-    };
-    if name.is_empty() || !is_registered(name) {
-        return None;
-    }
+    let (name, props) = registered_name(info, &is_registered)?;
     let properties = props
         .map(|p| split_properties(p, ';', unescape_legacy))
         .unwrap_or_default();
